@@ -1,0 +1,223 @@
+"""Layers of a loaded model: list them with shapes, validate names, read one layer's features.
+
+A layer is ``"penultimate"`` (exactly the input of the bundle's final Linear) or the name of a
+submodule that runs once per forward pass. Modules that run several times (an activation module
+reused inside a block, say) have no single output and are refused with a message saying so.
+The forward pass stops as soon as the requested layer has produced its output, so early layers
+cost only the network up to them.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from drprobe.errors import InvalidValueError, unknown
+from drprobe.sources.models import ModelBundle
+
+__all__ = ["PENULTIMATE", "POOLINGS", "LayerInfo", "check_pooling", "layer_features",
+           "list_layers", "pool", "resolve_layer"]
+
+PENULTIMATE = "penultimate"
+POOLINGS = ("avg", "flatten")
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """One readable layer: its name, module class name and output shape without batch dim."""
+
+    name: str
+    kind: str
+    shape: tuple[int, ...]
+
+
+class _StopForward(Exception):
+    """Raised inside a hook once the wanted output is captured, to skip the rest of the net."""
+
+
+# (module, input side) -> listing; weak keys so a dropped model frees its entry.
+_LISTINGS: weakref.WeakKeyDictionary[nn.Module, dict[int, list[LayerInfo]]] = (
+    weakref.WeakKeyDictionary()
+)
+# module -> names of submodules that run more than once per forward pass.
+_REUSED: weakref.WeakKeyDictionary[nn.Module, dict[int, dict[str, int]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _first_tensor(value: object) -> torch.Tensor | None:
+    """The tensor itself, or the first element of a tuple/list output; None otherwise."""
+    if isinstance(value, torch.Tensor):
+        return value
+    if isinstance(value, Sequence) and value and isinstance(value[0], torch.Tensor):
+        return value[0]
+    return None
+
+
+def _device(module: nn.Module) -> torch.device:
+    param = next(module.parameters(), None)
+    return param.device if param is not None else torch.device("cpu")
+
+
+def _dummy(bundle: ModelBundle, size: int) -> torch.Tensor:
+    """A (1, 3, size, size) zero batch on the model's device."""
+    return torch.zeros(1, 3, size, size, device=_device(bundle.module))
+
+
+def _classifier(bundle: ModelBundle) -> nn.Module:
+    try:
+        return bundle.module.get_submodule(bundle.classifier)
+    except AttributeError as err:
+        raise InvalidValueError(
+            f"classifier {bundle.classifier!r} of model {bundle.spec!r} is not one of its modules"
+        ) from err
+
+
+def _penultimate(bundle: ModelBundle, x: torch.Tensor) -> torch.Tensor:
+    """(b, d) input of the classifier, captured by a pre-hook that stops the forward pass."""
+    captured: list[torch.Tensor] = []
+
+    def pre_hook(_module: nn.Module, args: tuple) -> None:
+        captured.append(args[0])
+        raise _StopForward
+
+    handle = _classifier(bundle).register_forward_pre_hook(pre_hook)
+    return _run(bundle, handle, x, captured).flatten(1)
+
+
+def _run(bundle: ModelBundle, handle: torch.utils.hooks.RemovableHandle, x: torch.Tensor,
+         captured: list[torch.Tensor]) -> torch.Tensor:
+    """Forward ``x`` until the hook behind ``handle`` fires; always removes the hook."""
+    try:
+        with torch.inference_mode():
+            try:
+                bundle.module(x.to(_device(bundle.module)))
+            except _StopForward:
+                pass
+    finally:
+        handle.remove()
+    if not captured:
+        raise InvalidValueError(
+            f"the hooked layer of model {bundle.spec!r} produced no tensor in a forward pass"
+        )
+    return captured[0]
+
+
+def list_layers(bundle: ModelBundle, input_size: int | None = None) -> list[LayerInfo]:
+    """Every submodule that runs exactly once, with its output shape, in order of completion.
+
+    One dummy forward pass of a (1, 3, s, s) batch with ``s = input_size`` (default the model's
+    native size) measures the shapes. The first row is ``"penultimate"`` with shape ``(d,)``.
+    Results are cached per model and input size.
+    """
+    size = int(input_size or bundle.input_size)
+    cached = _LISTINGS.setdefault(bundle.module, {})
+    if size in cached:
+        return list(cached[size])
+    calls: dict[str, int] = {}
+    shapes: dict[str, tuple[int, ...]] = {}
+    kinds: dict[str, str] = {}
+    handles = []
+
+    def make_hook(name: str):
+        def hook(module: nn.Module, _args: tuple, output: object) -> None:
+            calls[name] = calls.get(name, 0) + 1
+            out = _first_tensor(output)
+            if out is not None and name not in shapes:
+                shapes[name] = tuple(out.shape[1:])
+                kinds[name] = type(module).__name__
+        return hook
+
+    for name, module in bundle.module.named_modules():
+        if name:
+            handles.append(module.register_forward_hook(make_hook(name)))
+    try:
+        with torch.inference_mode():
+            bundle.module(_dummy(bundle, size))
+    finally:
+        for handle in handles:
+            handle.remove()
+    penultimate = _penultimate(bundle, _dummy(bundle, size))
+    rows = [LayerInfo(PENULTIMATE, "penultimate", tuple(penultimate.shape[1:]))]
+    rows += [LayerInfo(n, kinds[n], shapes[n]) for n in shapes if calls[n] == 1]
+    cached[size] = rows
+    _REUSED.setdefault(bundle.module, {})[size] = {n: c for n, c in calls.items() if c > 1}
+    return list(rows)
+
+
+def resolve_layer(bundle: ModelBundle, layer: str) -> str:
+    """Validate a layer name against :func:`list_layers` at the native size; return it.
+
+    Raises:
+        UnknownNameError: not a layer of this model (the message lists all valid names).
+        InvalidValueError: a module that runs several times per forward pass.
+    """
+    if layer == PENULTIMATE:
+        return layer
+    rows = list_layers(bundle)
+    names = [row.name for row in rows]
+    if layer in names:
+        return layer
+    reused = _REUSED[bundle.module][int(bundle.input_size)]
+    if layer in reused:
+        raise InvalidValueError(
+            f"layer {layer!r} runs {reused[layer]} times per forward pass, so it has no single "
+            f"output; valid choices: {', '.join(sorted(names))}"
+        )
+    raise unknown("layer", layer, names)
+
+
+def check_pooling(pooling: str) -> None:
+    """Raise InvalidValueError unless ``pooling`` is one of :data:`POOLINGS`."""
+    if pooling not in POOLINGS:
+        raise InvalidValueError(
+            f"unknown pooling {pooling!r}; valid choices: {', '.join(POOLINGS)}"
+        )
+
+
+def pool(output: torch.Tensor, pooling: str) -> torch.Tensor:
+    """(b, C, *spatial) -> (b, C) for ``"avg"`` or (b, C*prod(spatial)) for ``"flatten"``.
+
+    A (b, d) output is returned unchanged whatever the pooling.
+    """
+    check_pooling(pooling)
+    if output.ndim <= 2:
+        return output.reshape(output.shape[0], -1)
+    if pooling == "avg":
+        return output.mean(dim=tuple(range(2, output.ndim)))
+    return output.reshape(output.shape[0], -1)
+
+
+def layer_features(
+    bundle: ModelBundle, layer: str, x: torch.Tensor, pooling: str = "avg"
+) -> torch.Tensor:
+    """Features of one layer for a batch of preprocessed images.
+
+    Args:
+        bundle: a loaded model.
+        layer: ``"penultimate"`` or a name from :func:`list_layers`.
+        x: (b, 3, H, W) float images, already normalised.
+        pooling: ``"avg"`` (mean over spatial dims) or ``"flatten"`` (one neuron per C*H*W).
+
+    Returns:
+        (b, d) float tensor on the model's device.
+    """
+    check_pooling(pooling)
+    layer = resolve_layer(bundle, layer)
+    if layer == PENULTIMATE:
+        return _penultimate(bundle, x)
+    captured: list[torch.Tensor] = []
+
+    def hook(_module: nn.Module, _args: tuple, output: object) -> None:
+        out = _first_tensor(output)
+        if out is not None:
+            captured.append(out)
+        raise _StopForward
+
+    handle = bundle.module.get_submodule(layer).register_forward_hook(hook)
+    with torch.inference_mode():
+        return pool(_run(bundle, handle, x, captured), pooling)

@@ -1,0 +1,98 @@
+"""The CLI: listings work, and every bad input is one line on stderr, exit 2, nothing written."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from drprobe.cli import main
+
+SMALL = ["--n-train", "200", "--n-test", "100", "--image-size", "32", "--seeds", "1",
+         "--fractions", "0.1,1", "--layers", "penultimate", "--no-progress"]
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_models_lists_builtins(capsys):
+    code, out, _ = run(capsys, "models")
+    assert code == 0
+    assert "builtin:mobilenet_v2" in out.split()
+    assert "builtin:efficientnet_lite0" in out.split()
+
+
+def test_layers_lists_shapes(capsys):
+    code, out, _ = run(capsys, "layers", "builtin:mobilenet_v2", "--input-size", "64")
+    assert code == 0
+    rows = {line.split()[0]: line.split()[-1] for line in out.splitlines() if line.strip()}
+    assert rows["penultimate"] == "1280"
+    assert rows["features.14"] == "160x2x2"
+    assert rows["features.18"] == "1280x2x2"
+
+
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["layers", "builtin:resnet9000"], "builtin:mobilenet_v2"),
+        (["demo", "--model", "nonet"], "builtin:mobilenet_v2"),
+        (["demo", "--layers", "features.99"], "features.14"),
+        (["demo", "--dataset", "cifar11"], "fashion-mnist"),
+        (["demo", "--fractions", "0,0.5"], "(0, 1]"),
+        (["demo", "--fractions", "0.5,1.5"], "(0, 1]"),
+        (["demo", "--fractions", "half"], "comma-separated"),
+        (["demo", "--n-train", "0"], "--n-train"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_nothing_written(capsys, tmp_path, argv, needle):
+    out = tmp_path / "out"
+    cache = tmp_path / "cache"
+    extra = ["--out", str(out), "--cache-dir", str(cache)] if argv[0] == "demo" else []
+    code, stdout, err = run(capsys, *argv, *extra)
+    assert code == 2
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert needle in lines[0]
+    assert not out.exists() and not cache.exists()
+
+
+def test_missing_dataset_files(capsys, tmp_path):
+    out = tmp_path / "out"
+    code, _, err = run(capsys, "demo", "--out", str(out), "--data-root", str(tmp_path / "nowhere"),
+                       "--cache-dir", str(tmp_path / "cache"), *SMALL)
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1
+    assert "dataset-fashion-mnist" in err
+    assert not out.exists()
+
+
+def test_output_folder_that_is_a_file(capsys, tmp_path):
+    out = tmp_path / "taken"
+    out.write_text("not a folder")
+    code, _, err = run(capsys, "demo", "--out", str(out), "--cache-dir", str(tmp_path / "c"), *SMALL)
+    assert code == 2
+    assert "is a file" in err and len(err.strip().splitlines()) == 1
+    assert out.read_text() == "not a folder"
+    assert not (tmp_path / "c").exists()
+
+
+def test_usage_error_exit_2(capsys):
+    code, _, err = run(capsys, "demo", "--no-such-flag")
+    assert code == 2
+    assert "no-such-flag" in err
+
+
+def test_console_script_exit_code(tmp_path):
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "drprobe.cli", "layers", "nonet"], capture_output=True, text=True,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("drprobe: error: unknown model")
+    assert list(Path(tmp_path).iterdir()) == []

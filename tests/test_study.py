@@ -1,0 +1,102 @@
+"""End to end on the real MobileNetV2 weights and real Fashion-MNIST, at a small scale."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from drprobe.cli import main
+from drprobe.experiment.store import read_results, write_part
+
+CONTRACT = [
+    "run_id", "model", "weights", "layer", "pooling", "dataset", "n_train", "n_val", "n_test",
+    "n_classes", "selector", "fraction", "k", "d", "seed", "protocol", "l2", "val_acc",
+    "test_acc", "per_class_acc", "gini", "worst_class_acc", "cka", "cka_debiased",
+    "probe_params", "fit_seconds", "drprobe_version",
+]
+FRACTIONS = [0.005, 0.02, 0.1, 0.3, 1.0]
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory, feature_cache):
+    out = tmp_path_factory.mktemp("demo") / "out"
+    argv = ["demo", "--out", str(out), "--cache-dir", str(feature_cache), "--n-train", "1500",
+            "--n-test", "500", "--image-size", "32", "--seeds", "1,2",
+            "--fractions", ",".join(map(str, FRACTIONS)), "--no-progress"]
+    assert main(argv) == 0
+    return out
+
+
+@pytest.mark.slow
+def test_demo_writes_results_summary_and_figures(demo_run):
+    out = demo_run
+    for name in ("summary.csv", "summary.md", "accuracy.png", "cka.png", "gini.png"):
+        assert (out / name).stat().st_size > 0, name
+    assert (out / "accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    results = read_results(out / "results")
+    assert set(CONTRACT) <= set(results.columns)
+    # 2 weights x 2 layers x 2 seeds x 5 fractions, one probe each
+    assert len(results) == 2 * 2 * 2 * len(FRACTIONS)
+    assert set(results["weights"]) == {"pretrained", "random"}
+    assert set(results["layer"]) == {"penultimate", "features.14"}
+    assert (results["k"] == (results["fraction"] * results["d"]).astype(int).clip(lower=1)).all()
+    per_class = results["per_class_acc"].iloc[0]
+    assert len(per_class) == results["n_classes"].iloc[0] == 10
+    full = results[results["fraction"] == 1.0]
+    assert full["cka"].sub(1).abs().max() < 1e-6
+
+
+@pytest.mark.slow
+def test_demo_science_pretrained_beats_twin_and_curve_rises(demo_run):
+    results = read_results(demo_run / "results")
+    pen = results[results["layer"] == "penultimate"]
+    full = pen[pen["fraction"] == 1.0].groupby("weights")["test_acc"].mean()
+    assert full["pretrained"] > full["random"]
+    curve = pen[pen["weights"] == "pretrained"].groupby("fraction")["test_acc"].mean()
+    assert curve.iloc[-1] > curve.iloc[0] + 0.1  # 6 neurons vs 1280
+    summary = pd.read_csv(demo_run / "summary.csv")
+    row = summary[(summary["weights"] == "pretrained") & (summary["layer"] == "penultimate")
+                  & (summary["delta"] == 0.9)].iloc[0]
+    # DR agrees with the curve: the first fraction reaching 0.9 x full accuracy
+    threshold = 0.9 * row["full_acc"]
+    first = min(f for f, acc in curve.items() if acc >= threshold)
+    assert row["f_star"] == pytest.approx(first)
+    assert row["dr"] == pytest.approx(1 - first)
+    assert row["dr_low"] <= row["dr"] <= row["dr_high"]
+
+
+@pytest.mark.slow
+def test_second_run_reuses_feature_cache(demo_run, feature_cache, tmp_path, monkeypatch):
+    import drprobe.features as features
+
+    def no_extraction(*args, **kwargs):
+        raise AssertionError("features were extracted again")
+
+    monkeypatch.setattr(features, "iter_features", no_extraction)
+    out = tmp_path / "again"
+    argv = ["demo", "--out", str(out), "--cache-dir", str(feature_cache), "--n-train", "1500",
+            "--n-test", "500", "--image-size", "32", "--seeds", "1",
+            "--fractions", "0.1,1", "--no-progress"]
+    assert main(argv) == 0
+    assert len(read_results(out / "results")) == 2 * 2 * 2
+
+
+def test_store_roundtrip_and_atomic(tmp_path):
+    df = pd.DataFrame({"a": [1, 2], "per_class_acc": [[0.1, 0.2], [0.3, 0.4]]})
+    path = write_part(df, tmp_path / "r", "job")
+    assert path.name == "job.parquet"
+    assert [p.name for p in (tmp_path / "r").iterdir()] == ["job.parquet"]
+    back = read_results(tmp_path / "r")
+    assert back["a"].tolist() == [1, 2]
+    assert list(back["per_class_acc"].iloc[1]) == [0.3, 0.4]
+
+
+def test_store_failed_write_leaves_nothing(tmp_path):
+    class Unwritable:
+        def to_parquet(self, path, index=False):
+            open(path, "wb").write(b"partial")
+            raise OSError("disk full")
+
+    with pytest.raises(OSError):
+        write_part(Unwritable(), tmp_path, "job")  # type: ignore[arg-type]
+    assert list(tmp_path.iterdir()) == []
