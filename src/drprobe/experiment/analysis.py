@@ -113,7 +113,7 @@ def analyze_layer(
     Xte = np.asarray(X_test, dtype=np.float32)
 
     t0 = time.perf_counter()
-    train_stats = CrossProductStats.from_array(Xtr)
+    train_stats = CrossProductStats.from_array(Xtr, debiased=False)  # only PCA uses it
     families = [
         make_family(sel, Xtr, ks, seed=seed, y_train=ytr, X_val=Xva, y_val=yva,
                     fractions=fracs, cross=train_stats)

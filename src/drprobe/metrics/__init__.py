@@ -1,1 +1,45 @@
-"""drprobe.metrics."""
+"""drprobe.metrics: CKA, diffused redundancy, per-class fairness and efficiency, on plain arrays."""
+
+from __future__ import annotations
+
+from drprobe.metrics.cka import CrossProductStats, debiased_linear_cka, linear_cka
+from drprobe.metrics.efficiency import inference_flops, pareto_frontier, probe_params
+from drprobe.metrics.fairness import (
+    gini,
+    gini_trend_test,
+    per_class_accuracy,
+    per_class_drop,
+    worst_class,
+)
+from drprobe.metrics.redundancy import (
+    DEFAULT_DELTAS,
+    adaptive_critical_fraction,
+    bootstrap_dr,
+    critical_fraction,
+    critical_fraction_interpolated,
+    critical_mass,
+    diffused_redundancy,
+    dr_summary,
+)
+
+__all__ = [
+    "DEFAULT_DELTAS",
+    "CrossProductStats",
+    "adaptive_critical_fraction",
+    "bootstrap_dr",
+    "critical_fraction",
+    "critical_fraction_interpolated",
+    "critical_mass",
+    "debiased_linear_cka",
+    "diffused_redundancy",
+    "dr_summary",
+    "gini",
+    "gini_trend_test",
+    "inference_flops",
+    "linear_cka",
+    "pareto_frontier",
+    "per_class_accuracy",
+    "per_class_drop",
+    "probe_params",
+    "worst_class",
+]
