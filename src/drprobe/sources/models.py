@@ -144,3 +144,8 @@ def load_model(spec: str, weights: str = "pretrained", seed: int = 0) -> ModelBu
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
         raise InvalidValueError(f"seed must be an integer, got {seed!r}")
     return factory(canonical, weights, int(seed))
+
+
+# Plugin packages register more specs and prefixes when imported (kept last: they import us).
+from drprobe.sources import adapters as _adapters  # noqa: E402,F401
+from drprobe.sources import zoo as _zoo  # noqa: E402,F401

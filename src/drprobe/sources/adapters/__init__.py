@@ -1,0 +1,1 @@
+"""Adapters for external model libraries: timm:, torchvision:, hf:, module: (register on import)."""

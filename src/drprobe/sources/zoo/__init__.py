@@ -1,0 +1,1 @@
+"""Paper architectures in plain PyTorch and the checkpoint formats the paper used (registers on import)."""
