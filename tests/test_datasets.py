@@ -177,7 +177,7 @@ def test_digits_splits():
 
 
 def test_registry_and_errors():
-    assert available_datasets() == ["digits", "fashion-mnist"]
+    assert available_datasets() == ["cifar10", "cifar100", "digits", "fashion-mnist", "mnist"]
     with pytest.raises(UnknownNameError, match="cifar11.*digits, fashion-mnist"):
         load_dataset("cifar11", "train")
     with pytest.raises(UnknownNameError, match="'val'.*test, train"):

@@ -172,3 +172,13 @@ def test_efficientnet_pads_like_the_package_at_224_and_runs_at_small_sizes(eff, 
         x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(size))
         assert layer_features(eff, PENULTIMATE, x).shape == (2, 1280)
         assert {row.name: row.shape for row in list_layers(eff, size)}[PENULTIMATE] == (1280,)
+
+
+def test_avg_pooling_of_token_sequences_averages_tokens():
+    from drprobe.sources.layers import pool
+
+    tokens = torch.arange(2 * 5 * 3, dtype=torch.float32).reshape(2, 5, 3)  # (b, T, D)
+    pooled = pool(tokens, "avg")
+    assert pooled.shape == (2, 3)
+    torch.testing.assert_close(pooled[1], tokens[1].mean(dim=0))
+    assert pool(tokens, "flatten").shape == (2, 15)

@@ -37,7 +37,7 @@ def _probabilities(bundle: ModelBundle, images: np.ndarray) -> torch.Tensor:
 
 
 def test_available_models():
-    assert available_models() == BUILTINS
+    assert set(BUILTINS) <= set(available_models())
 
 
 def test_mobilenet_v2_classifies_china_as_palace(pretrained, china):
@@ -140,7 +140,7 @@ def test_random_init_leaves_global_rng_alone():
     assert torch.equal(torch.rand(3), expected)
 
 
-@pytest.mark.parametrize("spec", ["resnet9000", "builtin:resnet50", "timm:resnet50", ""])
+@pytest.mark.parametrize("spec", ["resnet9000", "builtin:resnet9000", "nohub:resnet50", ""])
 def test_unknown_model_is_one_line_listing_choices(spec):
     with pytest.raises(UnknownNameError) as err:
         load_model(spec)

@@ -5,14 +5,27 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
+
 from drprobe import __version__
-from drprobe.features.cache import CachedFeatures, FeatureCache
+from drprobe.errors import InvalidValueError, unknown
+from drprobe.features.cache import STORAGE_DTYPES, CachedFeatures, FeatureCache
 from drprobe.features.extract import iter_features
-from drprobe.sources.datasets import load_dataset, subsample
+from drprobe.sources.datasets import (
+    PRECOMPUTED_PREFIX,
+    load_dataset,
+    parse_spec,
+    read_precomputed,
+    stratified_subsample,
+    subsample,
+)
 from drprobe.sources.layers import resolve_layer
 from drprobe.sources.models import ModelBundle, load_model
 
 __all__ = ["CachedFeatures", "FeatureCache", "default_cache_dir", "get_features", "iter_features"]
+
+#: The model spec that goes with a ``features:PATH`` dataset (features computed elsewhere).
+PRECOMPUTED = "precomputed"
 
 
 def default_cache_dir() -> Path:
@@ -50,9 +63,15 @@ def get_features(
         image_size: input side in pixels; None = the model's native size.
         n, sample_seed: stratified subsample of the split (None = all of it).
 
+    Precomputed features: ``get_features("precomputed", layer, "features:PATH", split)``
+    reads features computed elsewhere (formats: :mod:`drprobe.sources.data.arrays`) with no
+    model and no cache; ``layer`` is only recorded, ``n``/``sample_seed``/``dtype`` apply.
+
     Returns:
         :class:`CachedFeatures` with ``X`` (n, d) memory-mapped and ``y`` (n,).
     """
+    if parse_spec(dataset)[0] == PRECOMPUTED_PREFIX or model == PRECOMPUTED:
+        return _precomputed(model, layer, dataset, split, n, sample_seed, data_root, dtype)
     bundle = model if isinstance(model, ModelBundle) else load_model(model, weights, seed)
     layer = resolve_layer(bundle, layer)
     data = subsample(load_dataset(dataset, split, root=data_root), n, sample_seed)
@@ -81,3 +100,32 @@ def get_features(
 
     cache = FeatureCache(cache_dir or default_cache_dir())
     return cache.get_or_create(parts, len(data.labels), batches, data.labels, dtype=dtype)
+
+
+def _precomputed(
+    model: object, layer: str, dataset: str, split: str, n: int | None, sample_seed: int,
+    data_root: str | os.PathLike | None, dtype: str,
+) -> CachedFeatures:
+    """Features of a ``features:PATH`` spec, as :class:`CachedFeatures` (not cached again)."""
+    if dtype not in STORAGE_DTYPES:
+        raise unknown("features dtype", dtype, STORAGE_DTYPES)
+    prefix, path, options = parse_spec(dataset)
+    if model != PRECOMPUTED or prefix != PRECOMPUTED_PREFIX:
+        raise InvalidValueError(
+            f"model {PRECOMPUTED!r} goes with a 'features:PATH' dataset and back; got model "
+            f"{model if isinstance(model, str) else type(model).__name__!r}, dataset {dataset!r}"
+        )
+    if data_root is not None and not Path(path).is_absolute():
+        path = str(Path(data_root) / path)
+    feats = read_precomputed(path, split, **options)
+    idx = stratified_subsample(feats.y, n, sample_seed)
+    whole = len(idx) == len(feats.y)
+    X = feats.X if whole else feats.X[idx]
+    X = X if X.dtype == np.dtype(dtype) else np.asarray(X, dtype=dtype)
+    meta = {
+        "source": PRECOMPUTED, "path": str(path), "format": feats.format, "layer": layer,
+        "dataset": dataset, "split": split, "classes": feats.classes,
+        "indices": None if whole else idx.tolist(), "n": int(X.shape[0]),
+        "d": int(X.shape[1]), "dtype": str(X.dtype),
+    }
+    return CachedFeatures(X=X, y=feats.y[idx], meta=meta, path=Path(path))

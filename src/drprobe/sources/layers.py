@@ -5,6 +5,12 @@ submodule that runs once per forward pass. Modules that run several times (an ac
 reused inside a block, say) have no single output and are refused with a message saying so.
 The forward pass stops as soon as the requested layer has produced its output, so early layers
 cost only the network up to them.
+
+Transformer bundles (:class:`~drprobe.sources.adapters.tokens.HiddenStatesBundle`, from ``hf:``)
+have other layers: ``"penultimate"`` and ``"hidden_states.0"`` ... ``"hidden_states.N"`` (the
+embeddings, then each block's output), read from one forward pass. Their token sequences
+(b, T, D) pool with ``"cls"`` (first token), ``"mean"`` / ``"avg"`` (mean over real tokens, the
+attention mask respected) or ``"flatten"`` (T*D, padding zeroed).
 """
 
 from __future__ import annotations
@@ -12,18 +18,22 @@ from __future__ import annotations
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
 from drprobe.errors import InvalidValueError, unknown
+from drprobe.sources.adapters.tokens import HIDDEN_PREFIX, HiddenStatesBundle
 from drprobe.sources.models import ModelBundle
 
-__all__ = ["PENULTIMATE", "POOLINGS", "LayerInfo", "check_pooling", "layer_features",
-           "list_layers", "pool", "resolve_layer"]
+__all__ = ["PENULTIMATE", "POOLINGS", "TOKEN_POOLINGS", "LayerInfo", "check_pooling",
+           "dummy_inputs", "layer_features", "list_layers", "pool", "pool_tokens", "poolings",
+           "resolve_layer"]
 
 PENULTIMATE = "penultimate"
 POOLINGS = ("avg", "flatten")
+TOKEN_POOLINGS = ("avg", "cls", "flatten", "mean")
 
 
 @dataclass(frozen=True)
@@ -66,6 +76,16 @@ def _device(module: nn.Module) -> torch.device:
 def _dummy(bundle: ModelBundle, size: int) -> torch.Tensor:
     """A (1, 3, size, size) zero batch on the model's device."""
     return torch.zeros(1, 3, size, size, device=_device(bundle.module))
+
+
+def dummy_inputs(bundle: ModelBundle, size: int | None = None) -> Any:
+    """A one-example batch for shape probing: a (1, 3, s, s) zero image, or for text models one
+    short text tokenized and padded to ``s`` tokens (``s`` defaults to ``bundle.input_size``).
+    """
+    size = int(size or bundle.input_size)
+    if isinstance(bundle, HiddenStatesBundle) and bundle.modality == "text":
+        return bundle.encode(["a short example text"], size, fixed_length=True)
+    return _dummy(bundle, size)
 
 
 def _classifier(bundle: ModelBundle) -> nn.Module:
@@ -113,10 +133,18 @@ def list_layers(bundle: ModelBundle, input_size: int | None = None) -> list[Laye
     One dummy forward pass of a (1, 3, s, s) batch with ``s = input_size`` (default the model's
     native size) measures the shapes. The first row is ``"penultimate"`` with shape ``(d,)``.
     Results are cached per model and input size.
+
+    Transformer bundles list ``"penultimate"`` then ``"hidden_states.<i>"`` with kind
+    ``"tokens"`` (shape (T, D)) or ``"map"`` (shape (C, H, W)); for text models ``input_size``
+    is the padded token length T.
     """
     size = int(input_size or bundle.input_size)
     cached = _LISTINGS.setdefault(bundle.module, {})
     if size in cached:
+        return list(cached[size])
+    if isinstance(bundle, HiddenStatesBundle):
+        cached[size] = _hidden_listing(bundle, size)
+        _REUSED.setdefault(bundle.module, {})[size] = {}
         return list(cached[size])
     calls: dict[str, int] = {}
     shapes: dict[str, tuple[int, ...]] = {}
@@ -171,23 +199,36 @@ def resolve_layer(bundle: ModelBundle, layer: str) -> str:
     raise unknown("layer", layer, names)
 
 
-def check_pooling(pooling: str) -> None:
-    """Raise InvalidValueError unless ``pooling`` is one of :data:`POOLINGS`."""
-    if pooling not in POOLINGS:
+def poolings(bundle: ModelBundle | None = None) -> tuple[str, ...]:
+    """Valid poolings for ``bundle``: :data:`TOKEN_POOLINGS` for transformer bundles, else
+    :data:`POOLINGS`."""
+    return TOKEN_POOLINGS if isinstance(bundle, HiddenStatesBundle) else POOLINGS
+
+
+def check_pooling(pooling: str, bundle: ModelBundle | None = None) -> None:
+    """Raise InvalidValueError unless ``pooling`` is valid for ``bundle`` (see :func:`poolings`)."""
+    _check_pooling(pooling, poolings(bundle))
+
+
+def _check_pooling(pooling: str, choices: tuple[str, ...]) -> None:
+    if pooling not in choices:
         raise InvalidValueError(
-            f"unknown pooling {pooling!r}; valid choices: {', '.join(POOLINGS)}"
+            f"unknown pooling {pooling!r}; valid choices: {', '.join(choices)}"
         )
 
 
 def pool(output: torch.Tensor, pooling: str) -> torch.Tensor:
     """(b, C, *spatial) -> (b, C) for ``"avg"`` or (b, C*prod(spatial)) for ``"flatten"``.
 
-    A (b, d) output is returned unchanged whatever the pooling.
+    A (b, d) output is returned unchanged whatever the pooling. A 3-D output is a token
+    sequence (b, T, D), as transformer blocks produce: ``"avg"`` averages over the T tokens.
     """
     check_pooling(pooling)
     if output.ndim <= 2:
         return output.reshape(output.shape[0], -1)
     if pooling == "avg":
+        if output.ndim == 3:
+            return output.mean(dim=1)
         return output.mean(dim=tuple(range(2, output.ndim)))
     return output.reshape(output.shape[0], -1)
 
@@ -205,9 +246,15 @@ def layer_features(
 
     Returns:
         (b, d) float tensor on the model's device.
+
+    For transformer bundles ``x`` is a (b, 3, H, W) image batch or, for text models, the dict
+    from :meth:`~drprobe.sources.adapters.tokens.HiddenStatesBundle.encode` (padded to a fixed
+    length when ``pooling`` is ``"flatten"``), and ``pooling`` may also be ``"cls"``/``"mean"``.
     """
-    check_pooling(pooling)
+    check_pooling(pooling, bundle)
     layer = resolve_layer(bundle, layer)
+    if isinstance(bundle, HiddenStatesBundle):
+        return _hidden_features(bundle, layer, x, pooling)
     if layer == PENULTIMATE:
         return _penultimate(bundle, x)
     captured: list[torch.Tensor] = []
@@ -221,3 +268,57 @@ def layer_features(
     handle = bundle.module.get_submodule(layer).register_forward_hook(hook)
     with torch.inference_mode():
         return pool(_run(bundle, handle, x, captured), pooling)
+
+
+def pool_tokens(states: torch.Tensor, mask: torch.Tensor | None, pooling: str) -> torch.Tensor:
+    """(b, T, D) token states -> (b, D) for ``"cls"`` (token 0) and ``"mean"``/``"avg"`` (mean
+    over tokens whose ``mask`` (b, T) is 1; all tokens when ``mask`` is None), or (b, T*D) for
+    ``"flatten"`` (masked-out tokens set to 0).
+    """
+    _check_pooling(pooling, TOKEN_POOLINGS)
+    if pooling == "cls":
+        return states[:, 0]
+    weights = (torch.ones(states.shape[:2], device=states.device) if mask is None
+               else mask.to(device=states.device, dtype=states.dtype))
+    if pooling == "flatten":
+        return (states * weights.unsqueeze(-1)).reshape(states.shape[0], -1)
+    total = (states * weights.unsqueeze(-1)).sum(dim=1)
+    return total / weights.sum(dim=1, keepdim=True).clamp_min(1.0)
+
+
+def _hidden_listing(bundle: HiddenStatesBundle, size: int) -> list[LayerInfo]:
+    inputs = dummy_inputs(bundle, size)
+    states, _mask = bundle.hidden_states(inputs)
+    penultimate = _hidden_penultimate(bundle, inputs)
+    rows = [LayerInfo(PENULTIMATE, "penultimate", tuple(penultimate.shape[1:]))]
+    for i, h in enumerate(states):
+        kind = "tokens" if h.ndim == 3 else "map"
+        rows.append(LayerInfo(f"{HIDDEN_PREFIX}{i}", kind, tuple(h.shape[1:])))
+    return rows
+
+
+def _hidden_penultimate(bundle: HiddenStatesBundle, inputs: Any) -> torch.Tensor:
+    """Input of the classifier when there is one, else the last hidden state pooled with
+    ``bundle.head_pooling``."""
+    if bundle.classifier:
+        return _penultimate(bundle, inputs)
+    states, mask = bundle.hidden_states(inputs)
+    with torch.inference_mode():
+        return pool_tokens(states[-1], mask, bundle.head_pooling)
+
+
+def _hidden_features(bundle: HiddenStatesBundle, layer: str, x: Any, pooling: str
+                     ) -> torch.Tensor:
+    if layer == PENULTIMATE:
+        return _hidden_penultimate(bundle, x)
+    states, mask = bundle.hidden_states(x)
+    h = states[int(layer[len(HIDDEN_PREFIX):])]
+    with torch.inference_mode():
+        if h.ndim == 3:
+            return pool_tokens(h, mask, pooling)
+        if pooling == "cls":
+            raise InvalidValueError(
+                f"pooling 'cls' needs a token sequence but layer {layer!r} of model "
+                f"{bundle.spec!r} is a {tuple(h.shape[1:])} map; valid choices: avg, flatten, mean"
+            )
+        return pool(h, "avg" if pooling == "mean" else pooling)

@@ -8,6 +8,7 @@ or :func:`register_prefix`. A spec without a prefix means ``builtin:<spec>``.
 from __future__ import annotations
 
 import numbers
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -26,7 +27,7 @@ __all__ = [
     "register_prefix",
 ]
 
-WEIGHTS = ("pretrained", "random")
+WEIGHTS = ("pretrained", "random", "checkpoint")
 
 
 @dataclass(eq=False)
@@ -35,13 +36,13 @@ class ModelBundle:
 
     Attributes:
         spec: canonical spec, e.g. ``"builtin:mobilenet_v2"``.
-        weights: ``"pretrained"`` or ``"random"``.
-        seed: seed of the random init (None for pretrained).
+        weights: ``"pretrained"``, ``"random"`` or ``"checkpoint"`` (loaded from a file).
+        seed: seed of the random init (None otherwise).
         module: the network, in eval mode with ``requires_grad`` False.
         input_size: native square input side in pixels.
         mean, std: per-channel normalisation of [0, 1] RGB inputs.
         classifier: module name of the final Linear; its input is the penultimate vector.
-        weights_sha256: sha256 of the weights file (None for random init).
+        weights_sha256: sha256 of the weights file or checkpoint (None for random init).
     """
 
     spec: str
@@ -115,21 +116,39 @@ def canonical_spec(spec: str) -> str:
     return spec if ":" in spec else f"builtin:{spec}"
 
 
-def load_model(spec: str, weights: str = "pretrained", seed: int = 0) -> ModelBundle:
+def load_model(
+    spec: str,
+    weights: str = "pretrained",
+    seed: int = 0,
+    checkpoint: str | os.PathLike | None = None,
+    *,
+    checkpoint_format: str = "auto",
+    trust_checkpoint: bool = False,
+) -> ModelBundle:
     """Load a model by spec, frozen and in eval mode.
 
     Args:
-        spec: ``"builtin:mobilenet_v2"``, ``"builtin:efficientnet_lite0"`` or a short form
-            ``"mobilenet_v2"``.
-        weights: ``"pretrained"`` or ``"random"`` (same architecture, He-normal fan-in init
-            seeded by ``seed``; deterministic for a given seed).
-        seed: seed of the random init; ignored for pretrained weights.
+        spec: ``"builtin:mobilenet_v2"``, ``"builtin:resnet50"``, ... or a short form
+            ``"mobilenet_v2"`` (see :func:`available_models`).
+        weights: ``"pretrained"``, ``"random"`` (same architecture, seeded random init;
+            deterministic for a given seed) or ``"checkpoint"`` (needs ``checkpoint``).
+        seed: seed of the random init; ignored for pretrained weights and checkpoints.
+        checkpoint: a weights file to load into the spec's architecture instead of its packaged
+            weights. The bundle then has ``weights="checkpoint"`` and ``weights_sha256`` = the
+            file's sha256. Formats (see :mod:`drprobe.sources.zoo.formats`): plain state_dict,
+            robustness-library adversarial checkpoints, MRL / FF-k (DDP ``module.`` prefix,
+            nested heads), AugReg ViT ``.npz``.
+        checkpoint_format: ``"auto"`` (detect from the contents) or a format name.
+        trust_checkpoint: allow files that need full unpickling. Unpickling can run arbitrary
+            code: pass True only for files from a source you trust.
 
     Raises:
         UnknownNameError: unknown spec (the message lists the available ones).
-        InvalidValueError: unknown ``weights`` or a non-integer ``seed``.
-        MissingDataError: the package holding the weights is not installed or the file is
-            damaged.
+        InvalidValueError: unknown ``weights``, a non-integer ``seed``, ``"random"`` with a
+            checkpoint or ``"checkpoint"`` without one, or a checkpoint that does not fit.
+        MissingDataError: the package holding the weights is not installed, the file is
+            damaged, or the checkpoint file does not exist.
+        DrprobeError: the checkpoint needs full unpickling and ``trust_checkpoint`` is False.
     """
     if not isinstance(spec, str):
         raise unknown("model", spec, available_models())
@@ -143,7 +162,21 @@ def load_model(spec: str, weights: str = "pretrained", seed: int = 0) -> ModelBu
         )
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
         raise InvalidValueError(f"seed must be an integer, got {seed!r}")
-    return factory(canonical, weights, int(seed))
+    if checkpoint is None:
+        if weights == "checkpoint":
+            raise InvalidValueError(
+                "weights 'checkpoint' needs a checkpoint file (checkpoint=PATH, --checkpoint PATH)"
+            )
+        return factory(canonical, weights, int(seed))
+    if weights == "random":
+        raise InvalidValueError(
+            f"weights 'random' cannot be combined with checkpoint {str(checkpoint)!r}; "
+            "valid choices with a checkpoint: pretrained, checkpoint"
+        )
+    from drprobe.sources.zoo.checkpoints import load_checkpoint  # zoo imports this module
+
+    return load_checkpoint(factory(canonical, "random", 0), checkpoint, checkpoint_format,
+                           trust_checkpoint)
 
 
 # Plugin packages register more specs and prefixes when imported (kept last: they import us).
