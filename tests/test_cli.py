@@ -96,3 +96,16 @@ def test_console_script_exit_code(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.startswith("drprobe: error: unknown model")
     assert list(Path(tmp_path).iterdir()) == []
+
+
+def test_checkpoint_with_wrong_keys_is_refused(capsys, tmp_path):
+    import torch
+
+    bad = tmp_path / "bad.pt"
+    torch.save({"conv.weight": torch.zeros(3)}, bad)
+    out = tmp_path / "out"
+    code, _, err = run(capsys, "demo", "--checkpoint", str(bad), "--out", str(out),
+                       "--cache-dir", str(tmp_path / "cache"), *SMALL)
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1 and "conv.weight" in err
+    assert not out.exists() and not (tmp_path / "cache").exists()

@@ -30,7 +30,8 @@ def demo_run(tmp_path_factory, feature_cache):
 @pytest.mark.slow
 def test_demo_writes_results_summary_and_figures(demo_run):
     out = demo_run
-    for name in ("summary.csv", "summary.md", "accuracy.png", "cka.png", "gini.png"):
+    for name in ("summary.csv", "summary.md", "efficiency.csv", "fairness.csv", "accuracy.png",
+                 "cka.png", "gini.png"):
         assert (out / name).stat().st_size > 0, name
     assert (out / "accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     results = read_results(out / "results")

@@ -46,6 +46,9 @@ def app() -> None:
               help="Comma-separated fractions of the layer's neurons, each in (0, 1].")
 @click.option("--seeds", default="1,2,3", show_default=True,
               help="Comma-separated seeds of the random subsets.")
+@click.option("--checkpoint", type=click.Path(path_type=Path), default=None,
+              help="Weights file to use instead of the packaged pretrained weights "
+                   "(state_dict, robustness, MRL/FF, AugReg .npz).")
 @click.option("--twin/--no-twin", default=True, show_default=True,
               help="Also probe the seeded random-init twin (the control).")
 @click.option("--data-root", type=click.Path(path_type=Path), default=None,
@@ -54,8 +57,8 @@ def app() -> None:
               help="Feature cache [default: $DRPROBE_CACHE or ~/.cache/drprobe].")
 @click.option("--progress/--no-progress", default=True, show_default=True,
               help="Show progress bars.")
-def demo(out, model, layers, dataset, n_train, n_test, image_size, fractions, seeds, twin,
-         data_root, cache_dir, progress) -> None:
+def demo(out, model, layers, dataset, n_train, n_test, image_size, fractions, seeds, checkpoint,
+         twin, data_root, cache_dir, progress) -> None:
     """Random-subset probes of a pretrained net and its random-init twin: DR table and figures.
 
     \b
@@ -75,6 +78,7 @@ def demo(out, model, layers, dataset, n_train, n_test, image_size, fractions, se
         n_train=n_train, n_test=n_test, image_size=image_size,
         fractions=_numbers(fractions, float, "--fractions"),
         seeds=_numbers(seeds, int, "--seeds"), data_root=str(data_root) if data_root else None,
+        checkpoint=str(checkpoint) if checkpoint else None,
     )
     results, summary = run_study(
         spec, out, cache_dir=cache_dir, progress=progress, log=lambda m: click.echo(m, err=True)

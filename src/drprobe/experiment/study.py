@@ -17,6 +17,7 @@ import pandas as pd
 
 from drprobe.errors import InvalidValueError
 from drprobe.experiment.analysis import DEFAULT_DELTAS, analyze_layer
+from drprobe.experiment.derived import efficiency_table, fairness_trend
 from drprobe.experiment.store import atomic_write_text, write_part
 from drprobe.features import get_features
 from drprobe.selectors import resolve_ks
@@ -29,7 +30,11 @@ DEMO_FRACTIONS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.8, 1.0)
 
 @dataclass
 class StudySpec:
-    """What to measure. Defaults are the demo's."""
+    """What to measure. Defaults are the demo's.
+
+    ``checkpoint``: a weights file that replaces the ``"pretrained"`` weights (formats of
+    :func:`drprobe.sources.models.load_model`); the ``"random"`` twin stays the seeded init.
+    """
 
     model: str = "builtin:mobilenet_v2"
     weights: tuple[str, ...] = ("pretrained", "random")
@@ -45,6 +50,7 @@ class StudySpec:
     seeds: tuple[int, ...] = (1, 2, 3)
     deltas: tuple[float, ...] = DEFAULT_DELTAS
     data_root: str | None = None
+    checkpoint: str | None = None
     extra: dict = field(default_factory=dict)
 
     def run_id(self) -> str:
@@ -64,7 +70,11 @@ def prepare_output(out: str | os.PathLike) -> Path:
 def validate(spec: StudySpec) -> list:
     """Resolve every name in ``spec`` before any work or write; return the loaded model bundles."""
     resolve_ks(1 << 30, fractions=spec.fractions)  # raises on a fraction outside (0, 1]
-    bundles = [load_model(spec.model, w, spec.init_seed) for w in spec.weights]
+    bundles = [
+        load_model(spec.model, "checkpoint", checkpoint=spec.checkpoint)
+        if w == "pretrained" and spec.checkpoint else load_model(spec.model, w, spec.init_seed)
+        for w in spec.weights
+    ]
     for layer in spec.layers:
         resolve_layer(bundles[0], layer)
     load_dataset(spec.dataset, "test", root=spec.data_root)
@@ -82,12 +92,13 @@ def run_study(
     """Run every (weights, layer) job of ``spec`` and write results under ``out``.
 
     Writes ``out/results/<job>.parquet`` (one part per job), ``out/summary.csv`` and
-    ``out/summary.md``. Returns (per-probe results, summary).
+    ``out/summary.md`` (DR table), ``out/efficiency.csv`` (accuracy against probe size, Pareto
+    frontier) and ``out/fairness.csv`` (the Gini trend test). Returns (per-probe results, summary).
     """
     out = prepare_output(out)
     bundles = validate(spec)
     run_id = spec.run_id()
-    results, summaries = [], []
+    results, summaries, efficiency, fairness = [], [], [], []
     for bundle in bundles:
         for layer in spec.layers:
             name = resolve_layer(bundle, layer)
@@ -114,9 +125,15 @@ def run_study(
             write_part(res.results, out / "results", job)
             results.append(res.results)
             summaries.append(res.summary)
+            job_keys = {k: context[k] for k in ("model", "weights", "layer")}
+            efficiency.append(efficiency_table(res.results).assign(**job_keys))
+            fairness.append(fairness_trend(res.results).assign(**job_keys))
     summary = pd.concat(summaries, ignore_index=True)
     atomic_write_text(out / "summary.csv", summary.to_csv(index=False))
     atomic_write_text(out / "summary.md", summary_markdown(summary))
+    for name, frames in (("efficiency", efficiency), ("fairness", fairness)):
+        table = pd.concat(frames, ignore_index=True)
+        atomic_write_text(out / f"{name}.csv", table.to_csv(index=False))
     return pd.concat(results, ignore_index=True), summary
 
 

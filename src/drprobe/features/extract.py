@@ -1,53 +1,49 @@
 """Streaming feature extraction: images (or texts) in, (b, d) float32 batches out, in input order.
 
-Only one batch of inputs and one batch of features are alive at a time, so memory stays bounded
-whatever the number of inputs; the caller (the feature cache) writes each batch to disk.
+Only a batch or two of inputs and features are alive at a time, so memory stays bounded whatever
+the number of inputs; the caller (the feature cache) writes each batch to disk. The batch size
+adapts to the layer and to a memory budget (:func:`~drprobe.features.batching.plan_batches`).
+
+With ``device`` the model is moved there for the extraction and back afterwards. On CUDA the
+uint8 inputs travel through pinned memory with non-blocking copies and are resized and
+normalised on the GPU, features come back the same way, and the next batch is queued before the
+current one is handed out, so the host prepares inputs while the GPU computes. ``precision``
+picks ``torch.autocast`` mixed precision; features are always returned as float32.
+
 Text models (``hf:`` text encoders) take a list of strings, tokenized batch by batch.
 """
 
 from __future__ import annotations
 
-import numbers
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
 from drprobe.errors import InvalidValueError
-from drprobe.sources.adapters.tokens import is_text
-from drprobe.sources.layers import (
-    PENULTIMATE,
-    check_pooling,
-    dummy_inputs,
-    layer_features,
-    resolve_layer,
+from drprobe.features.batching import (
+    DEFAULT_MAX_BATCH_MB,
+    GPU_MEMORY_FRACTION,
+    autocast_for,
+    check_budgets,
+    feature_dim,
+    input_side,
+    on_device,
+    plan_batches,
+    positive_int,
+    resolve_device,
+    resolve_precision,
+    upload,
 )
+from drprobe.sources.adapters.tokens import is_text
+from drprobe.sources.layers import PENULTIMATE, check_pooling, layer_features, resolve_layer
 from drprobe.sources.models import ModelBundle
-from drprobe.sources.transforms import preprocess
+from drprobe.sources.transforms import preprocess, resize_center_crop
 
-__all__ = ["feature_dim", "iter_features"]
-
-
-def _positive_int(value: object, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise InvalidValueError(f"{what} must be a positive integer, got {value!r}")
-    return int(value)
-
-
-def _size(bundle: ModelBundle, image_size: int | None) -> int:
-    return _positive_int(bundle.input_size if image_size is None else image_size, "image size")
-
-
-def feature_dim(
-    bundle: ModelBundle, layer: str, pooling: str = "avg", image_size: int | None = None
-) -> int:
-    """Width d of ``layer``'s features under ``pooling`` at ``image_size`` (one dummy forward;
-    for text models ``image_size`` is the token length)."""
-    size = _size(bundle, image_size)
-    dummy = dummy_inputs(bundle, size) if is_text(bundle) else torch.zeros(1, 3, size, size)
-    return int(layer_features(bundle, layer, dummy, pooling).shape[1])
+__all__ = ["feature_dim", "iter_features", "plan_batches", "preprocess_tensor"]
 
 
 def iter_features(
@@ -60,6 +56,10 @@ def iter_features(
     batch_size: int = 256,
     progress: bool = True,
     desc: str | None = None,
+    device: str | torch.device | None = None,
+    precision: str = "auto",
+    max_batch_mb: float | None = DEFAULT_MAX_BATCH_MB,
+    gpu_memory_fraction: float = GPU_MEMORY_FRACTION,
 ) -> Iterator[np.ndarray]:
     """Yield the features of ``images`` batch by batch.
 
@@ -70,9 +70,14 @@ def iter_features(
             slices along the first axis (a memmap is read one batch at a time).
         pooling: ``"avg"`` or ``"flatten"`` (see :func:`~drprobe.sources.layers.layer_features`).
         image_size: input side in pixels; None = the model's native ``input_size``.
-        batch_size: images per forward pass.
+        batch_size: the most images per forward pass (:func:`plan_batches` may use fewer).
         progress: show a tqdm bar over images on stderr.
         desc: label of the progress bar.
+        device: None (where the model is), ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"``,
+            ``"mps"``; the model is moved there while the iterator runs, then moved back.
+        precision: ``"auto"``, ``"fp32"``, ``"bf16"`` or ``"fp16"`` (``torch.autocast``).
+        max_batch_mb: host-memory budget of one batch in MiB; None = no budget.
+        gpu_memory_fraction: share of the free GPU memory a batch may use (CUDA only).
 
     Text models (``is_text(bundle)``): ``images`` is a list of n strings, ``image_size`` the
     maximum number of tokens per text (default ``bundle.input_size``; longer texts are
@@ -81,38 +86,110 @@ def iter_features(
     has the same width); the attention mask keeps padding out of ``"mean"``.
 
     Returns:
-        An iterator of float32 (b, d) arrays, b = ``batch_size`` except maybe the last, in input
-        order. Arguments are checked before the iterator is returned.
+        An iterator of float32 (b, d) arrays, b = the planned batch size except maybe the last,
+        in input order. Arguments are checked before the iterator is returned; the batch plan
+        (one or three dummy forward passes) is made when iteration starts.
     """
     check_pooling(pooling, bundle)
     layer = resolve_layer(bundle, layer)
-    size = _size(bundle, image_size)
-    batch_size = _positive_int(batch_size, "batch size")
+    size = input_side(bundle, image_size)
+    batch_size = positive_int(batch_size, "batch size")
+    dev = resolve_device(device, bundle)
+    resolve_precision(precision, dev)
+    check_budgets(max_batch_mb, gpu_memory_fraction)
+    plan_args = {"pooling": pooling, "image_size": size, "batch_size": batch_size,
+                 "max_batch_mb": max_batch_mb, "device": dev, "precision": precision,
+                 "gpu_memory_fraction": gpu_memory_fraction}
     if is_text(bundle):
         texts = _texts(images)
-        return _text_batches(bundle, layer, texts, pooling, size, batch_size, progress, desc)
+        fixed = pooling == "flatten" and layer != PENULTIMATE  # penultimate ignores the pooling
+
+        def encode(batch: list[str]) -> dict[str, torch.Tensor]:
+            inputs = bundle.encode(batch, size, fixed_length=fixed)  # type: ignore[attr-defined]
+            return {k: upload(v, dev) for k, v in inputs.items()}
+
+        return _stream(bundle, layer, texts, encode, plan_args, progress, desc, "text")
     if not hasattr(images, "shape"):
         images = np.asarray(images)
     if len(images.shape) not in (3, 4):
         raise InvalidValueError(
             f"images must have shape (n, H, W) or (n, H, W, 3), got {tuple(images.shape)}"
         )
-    return _batches(bundle, layer, images, pooling, size, batch_size, progress, desc)
+
+    def prepare(batch: np.ndarray) -> torch.Tensor:
+        if dev.type == "cpu":
+            return preprocess(batch, size, bundle.mean, bundle.std)
+        return preprocess_tensor(upload(torch.from_numpy(np.array(batch)), dev), size,
+                                 bundle.mean, bundle.std)
+
+    return _stream(bundle, layer, images, prepare, plan_args, progress, desc, "img")
 
 
-def _batches(
-    bundle: ModelBundle, layer: str, images: np.ndarray, pooling: str, size: int,
-    batch_size: int, progress: bool, desc: str | None,
+def preprocess_tensor(x: torch.Tensor, size: int, mean: Sequence[float], std: Sequence[float]
+                      ) -> torch.Tensor:
+    """:func:`~drprobe.sources.transforms.preprocess` for a (b, H, W[, 1|3]) tensor already on
+    its device (the GPU path: the uint8 batch is uploaded, then resized and normalised there)."""
+    if x.ndim == 4 and x.shape[-1] == 1:
+        x = x[..., 0]
+    if x.ndim == 3:
+        x = x.unsqueeze(-1).expand(*x.shape, 3)
+    if x.ndim != 4 or x.shape[-1] != 3:
+        raise InvalidValueError(
+            f"images must have shape (b, H, W) grey or (b, H, W, 3) RGB, got {tuple(x.shape)}"
+        )
+    scale = 1.0 if x.is_floating_point() else 255.0
+    x = resize_center_crop(x.permute(0, 3, 1, 2).to(torch.float32) / scale, int(size))
+    m = torch.tensor(mean, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
+    s = torch.tensor(std, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
+    return ((x - m) / s).contiguous()
+
+
+def _to_host(feats: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, Any]:
+    """Start copying float32 features to the host; returns (host tensor, CUDA event or None)."""
+    feats = feats.float()
+    if device.type != "cuda":
+        return feats.cpu(), None
+    host = torch.empty(feats.shape, dtype=torch.float32, pin_memory=True)
+    host.copy_(feats, non_blocking=True)
+    event = torch.cuda.Event()
+    event.record(torch.cuda.current_stream(device))
+    return host, event
+
+
+def _finish(host: torch.Tensor, event: Any) -> np.ndarray:
+    if event is not None:
+        event.synchronize()
+    return host.numpy()
+
+
+def _stream(
+    bundle: ModelBundle, layer: str, items: Any, prepare: Callable[[Any], Any],
+    plan_args: dict[str, Any], progress: bool, desc: str | None, unit: str,
 ) -> Iterator[np.ndarray]:
-    n = len(images)
-    bar = tqdm(total=n, desc=desc, unit="img", file=sys.stderr, disable=not progress)
+    """Plan, then forward batch after batch; on CUDA batch i is handed out after batch i+1
+    has been queued, so the host prepares inputs while the GPU computes."""
+    bar = tqdm(total=len(items), desc=desc, unit=unit, file=sys.stderr, disable=not progress)
     try:
-        for start in range(0, n, batch_size):
-            batch = images[start:start + batch_size]
-            x = preprocess(batch, size, bundle.mean, bundle.std)
-            feats = layer_features(bundle, layer, x, pooling)
-            yield feats.cpu().numpy().astype(np.float32, copy=False)
-            bar.update(len(batch))
+        plan = plan_batches(bundle, layer, **plan_args)
+        pipelined = plan.device.type == "cuda"
+        pending: tuple[torch.Tensor, Any, int] | None = None
+        with on_device(bundle, plan.device):
+            for start in range(0, len(items), plan.batch_size):
+                batch = items[start:start + plan.batch_size]
+                x = prepare(batch)
+                with autocast_for(plan.device, plan.precision):
+                    feats = layer_features(bundle, layer, x, plan_args["pooling"])
+                current = (*_to_host(feats, plan.device), len(batch))
+                del x, feats
+                if pipelined and pending is None:
+                    pending = current
+                    continue
+                done, pending = (pending, current) if pipelined else (current, None)
+                yield _finish(done[0], done[1])
+                bar.update(done[2])
+            if pending is not None:
+                yield _finish(pending[0], pending[1])
+                bar.update(pending[2])
     finally:
         bar.close()
 
@@ -126,20 +203,3 @@ def _texts(texts: object) -> list[str]:
     if bad is not None:
         raise InvalidValueError(f"a text model needs a list of strings, got an item {bad!r}")
     return list(texts)
-
-
-def _text_batches(
-    bundle: ModelBundle, layer: str, texts: list[str], pooling: str, size: int,
-    batch_size: int, progress: bool, desc: str | None,
-) -> Iterator[np.ndarray]:
-    fixed = pooling == "flatten" and layer != PENULTIMATE  # penultimate ignores the pooling
-    bar = tqdm(total=len(texts), desc=desc, unit="text", file=sys.stderr, disable=not progress)
-    try:
-        for start in range(0, len(texts), batch_size):
-            batch = texts[start:start + batch_size]
-            inputs = bundle.encode(batch, size, fixed_length=fixed)  # type: ignore[attr-defined]
-            feats = layer_features(bundle, layer, inputs, pooling)
-            yield feats.cpu().numpy().astype(np.float32, copy=False)
-            bar.update(len(batch))
-    finally:
-        bar.close()

@@ -1,0 +1,222 @@
+"""Probe bank vs scikit-learn, and the paper's full probe grid for one layer.
+
+(a) random selector, 15 fractions x 5 seeds: scikit-learn ``LogisticRegression`` (lbfgs), one
+    subset and one L2 at a time with the same grid and validation rule, against the bank;
+    speed ratio and per-probe test-accuracy differences.
+(b) the full grid: 4 selectors (random, pca_top, pca_least, randproj_uniform) x 5 seeds x 15
+    fractions in one bank, including L2 selection and test evaluation.
+
+Timings are wall and process-CPU seconds of each phase; scikit-learn and the bank alternate
+seed by seed so that both see the same machine load (the machine may be shared).
+Features: ``--features PATH.npz`` with arrays X_train, y_train, X_val, y_val, X_test, y_test
+(e.g. MobileNetV2 penultimate features on Fashion-MNIST); without it, a synthetic stand-in of
+the same shape (Gaussian class clusters through a random ReLU map, probe accuracy ~0.8).
+Prints a table and writes ``benchmarks/results/probe_bank.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import numpy as np
+import torch
+
+from drprobe.probes import ProbeBank, sklearn_probe
+from drprobe.selectors import SubsetFamily
+
+FRACTIONS = (0.0005, 0.001, 0.002, 0.003, 0.004, 0.005, 0.01, 0.05, 0.1, 0.2, 0.3, 0.5, 0.8,
+             0.9, 1.0)
+SEEDS = (1, 2, 3, 4, 5)
+SELECTORS = ("random", "pca_top", "pca_least", "randproj_uniform")
+GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
+T = TypeVar("T")
+
+
+def synthetic(seed: int = 0, d: int = 1280, C: int = 10, latent: int = 32) -> dict:
+    """Stand-in features of the real benchmark's shape: 9000 / 1000 / 2000 rows, d columns."""
+    rng = np.random.default_rng(seed)
+    n = 12000
+    y = rng.integers(0, C, size=n)
+    h = rng.normal(size=(C, latent))[y] + 2.2 * rng.normal(size=(n, latent))
+    A = rng.normal(size=(latent, d)) / np.sqrt(latent)
+    X = np.maximum(h @ A + 0.5 * rng.normal(size=d), 0) + 0.1 * rng.normal(size=(n, d))
+    X = X.astype(np.float32)
+    return {"X_train": X[:9000], "y_train": y[:9000], "X_val": X[9000:10000],
+            "y_val": y[9000:10000], "X_test": X[10000:], "y_test": y[10000:]}
+
+
+def sizes(d: int) -> tuple[list[int], list[float]]:
+    """k = max(1, floor(f d)) per fraction, duplicates dropped (first fraction kept)."""
+    chosen: dict[int, float] = {}
+    for f in FRACTIONS:
+        chosen.setdefault(max(1, int(np.floor(f * d + 1e-9))), f)
+    ks = sorted(chosen)
+    return ks, [chosen[k] for k in ks]
+
+
+def families(X: np.ndarray, selectors: tuple[str, ...]) -> list[SubsetFamily]:
+    """Nested families per selector and seed (PCA is deterministic: the same basis per seed)."""
+    d = X.shape[1]
+    ks, fr = sizes(d)
+    out = []
+    if any(s.startswith("pca") for s in selectors):
+        mean = X.mean(0, dtype=np.float64)
+        Xc = X.astype(np.float64) - mean
+        _, V = np.linalg.eigh(Xc.T @ Xc)
+    for sel in selectors:
+        for s in SEEDS:
+            if sel == "random":
+                basis = {"indices": np.random.default_rng(s).permutation(d)}
+            elif sel == "pca_top":
+                basis = {"components": V[:, ::-1].copy(), "mean": mean}
+            elif sel == "pca_least":
+                basis = {"components": V.copy(), "mean": mean}
+            else:
+                P = np.random.default_rng(s).random((d, d))
+                basis = {"components": P / np.linalg.norm(P, axis=0)}
+            seed = 0 if sel.startswith("pca") else s
+            out.append(SubsetFamily(sel, seed, list(ks), fractions=list(fr), **basis))
+    return out
+
+
+@dataclass
+class Clock:
+    """Wall and process-CPU seconds of a phase, and the 1-minute load average at its end."""
+
+    wall: float = 0.0
+    cpu: float = 0.0
+    load: float = 0.0
+
+    def add(self, other: Clock) -> None:
+        self.wall, self.cpu, self.load = self.wall + other.wall, self.cpu + other.cpu, other.load
+
+
+def timed(fn: Callable[..., T], *args: object, **kw: object) -> tuple[T, Clock]:
+    t, c = time.perf_counter(), time.process_time()
+    out = fn(*args, **kw)
+    return out, Clock(time.perf_counter() - t, time.process_time() - c, os.getloadavg()[0])
+
+
+def run_bank(data: dict, fams: list[SubsetFamily], **kw: object) -> tuple[list, Clock]:
+    def go() -> list:
+        bank = ProbeBank(l2_grid=GRID, progress=False, **kw)
+        bank.fit(data["X_train"], data["y_train"], data["X_val"], data["y_val"], fams)
+        return bank.evaluate(data["X_test"], data["y_test"])
+    return timed(go)
+
+
+def run_sklearn(data: dict, fam: SubsetFamily) -> tuple[list[dict], Clock]:
+    def go() -> list[dict]:
+        out = []
+        for k in fam.ks:
+            Z = [fam.transform(data[s], k) for s in ("X_train", "X_val", "X_test")]
+            r = sklearn_probe(Z[0], data["y_train"], Z[1], data["y_val"], Z[2], data["y_test"],
+                              GRID)
+            out.append({"seed": fam.seed, "k": k, "test_acc": r["test_acc"], "l2": r["l2"],
+                        "seconds": r["fit_seconds"]})
+        return out
+    return timed(go)
+
+
+def phase(name: str, n: int, clock: Clock, ref: Clock | None = None,
+          diffs: list[float] | None = None) -> dict:
+    row = {"run": name, "probes": n, "wall_s": clock.wall, "cpu_s": clock.cpu,
+           "load_1min": clock.load}
+    if ref is not None:
+        row.update(speedup_wall=ref.wall / clock.wall, speedup_cpu=ref.cpu / clock.cpu)
+    if diffs:
+        row.update(mean_abs_dacc=float(np.mean(diffs)), max_abs_dacc=float(np.max(diffs)))
+    return row
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--features", type=Path, help="npz with X_/y_ train, val, test")
+    ap.add_argument("--sklearn-seeds", type=int, default=len(SEEDS),
+                    help="seeds of the random selector fitted with scikit-learn (default all)")
+    ap.add_argument("--out", type=Path,
+                    default=Path(__file__).parent / "results" / "probe_bank.json")
+    args = ap.parse_args()
+    if args.features:
+        with np.load(args.features) as z:
+            data = {k: z[k] for k in ("X_train", "y_train", "X_val", "y_val", "X_test", "y_test")}
+        source = f"npz:{args.features.name}"
+    else:
+        data, source = synthetic(), "synthetic stand-in (Gaussian clusters, random ReLU map)"
+    d = data["X_train"].shape[1]
+    shapes = {k: list(v.shape) for k, v in data.items()}
+    print(f"features: {source}; shapes {shapes}; torch threads {torch.get_num_threads()}")
+
+    grid_fams, sel_clock = timed(families, data["X_train"], SELECTORS)
+    rand = [f for f in grid_fams if f.selector == "random"][: args.sklearn_seeds]
+
+    # (a) side by side, seed by seed (so both see the same machine load): scikit-learn on the
+    # 15 subsets of one seed, then the bank on the same family alone; then all seeds batched.
+    sk, sk_clock, one_clock, one = [], Clock(), Clock(), []
+    for fam in rand:
+        rows, c_sk = run_sklearn(data, fam)
+        res, c_one = run_bank(data, [fam])
+        sk += rows
+        one += res
+        sk_clock.add(c_sk)
+        one_clock.add(c_one)
+        print(f"  seed {fam.seed}: sklearn {c_sk.wall:.1f}s, bank {c_one.wall:.1f}s "
+              f"(load {c_one.load:.1f})", flush=True)
+    bank_a, a_clock = run_bank(data, rand)
+    bank_nd, nd_clock = run_bank(data, rand, dedupe=False)
+    # (b) the full grid, and the same with validation early stopping
+    full, full_clock = run_bank(data, grid_fams)
+    early, early_clock = run_bank(data, grid_fams, patience=5)
+    acc_full = {(r.selector, r.seed, r.k): r.test_acc for r in full}
+
+    def dacc(res: list) -> list[float]:
+        return [abs(b.test_acc - s["test_acc"]) for b, s in zip(res, sk)]
+
+    rows = [
+        phase("sklearn, one probe at a time", len(sk), sk_clock),
+        phase("bank, one seed at a time", len(one), one_clock, sk_clock, dacc(one)),
+        phase("bank, all seeds", len(bank_a), a_clock, sk_clock, dacc(bank_a)),
+        phase("bank, all seeds, dedupe off", len(bank_nd), nd_clock, sk_clock, dacc(bank_nd)),
+        phase("bank, full grid", len(full), full_clock),
+        phase("bank, full grid, patience=5", len(early), early_clock, None,
+              [abs(r.test_acc - acc_full[(r.selector, r.seed, r.k)]) for r in early]),
+    ]
+    print(f"\n{'run':30s} {'probes':>6s} {'wall s':>7s} {'cpu s':>7s} {'load':>5s} "
+          f"{'x wall':>7s} {'x cpu':>6s} {'mean|dacc|':>10s} {'max|dacc|':>9s}")
+    for r in rows:
+        sp = (f"{r['speedup_wall']:7.1f} {r['speedup_cpu']:6.1f}" if "speedup_wall" in r
+              else f"{'':7s} {'':6s}")
+        acc = (f"{100 * r['mean_abs_dacc']:9.2f}p {100 * r['max_abs_dacc']:8.2f}p"
+               if "mean_abs_dacc" in r else "")
+        print(f"{r['run']:30s} {r['probes']:6d} {r['wall_s']:7.1f} {r['cpu_s']:7.1f} "
+              f"{r['load_1min']:5.1f} {sp} {acc}")
+    print(f"(selector bases built in {sel_clock.wall:.1f}s, outside the bank timings; accuracy "
+          "differences in points vs scikit-learn, or vs the full-grid bank for patience=5)")
+
+    figures = {
+        "features": source, "shapes": shapes, "d": d, "l2_grid": GRID,
+        "fractions": FRACTIONS, "ks": sizes(d)[0], "seeds": SEEDS, "selectors": SELECTORS,
+        "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
+        "selector_seconds": sel_clock.wall, "phases": rows,
+        "a_per_probe": [{"seed": s["seed"], "k": s["k"], "sklearn_acc": s["test_acc"],
+                         "bank_acc": b.test_acc, "sklearn_l2": s["l2"], "bank_l2": b.l2,
+                         "sklearn_seconds": s["seconds"], "bank_seconds": b.fit_seconds}
+                        for s, b in zip(sk, bank_a)],
+        "b_mean_test_acc": {sel: {k: float(np.mean([r.test_acc for r in full
+                                                    if r.selector == sel and r.k == k]))
+                                  for k in sizes(d)[0]} for sel in SELECTORS},
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(figures, indent=1, default=float))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

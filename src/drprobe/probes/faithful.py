@@ -1,0 +1,387 @@
+"""The paper's `faithful` probe protocol: linear heads trained through the frozen backbone.
+
+Every epoch each training image is augmented afresh (:class:`~drprobe.sources.augment.Augment`),
+run through the frozen backbone up to the probed layer, mapped to each head's subset of neurons
+and fed to that head's linear layer. Defaults are the paper's: SGD (lr 0.1, momentum 0.9, weight
+decay 5e-4 -- use 1e-4 for non-CIFAR tasks), StepLR gamma 0.1 every 20 of 100 epochs, batch 256,
+10% of the training images held out (stratified) for validation, and the head of the epoch with
+the best validation accuracy is kept (ties: the earliest epoch).
+
+:class:`FaithfulBank` trains many heads at once -- every (family, k) of a list of
+:class:`~drprobe.selectors.SubsetFamily` -- on the same augmented batch: one backbone forward per
+batch serves all heads, which is what makes the protocol affordable. :class:`FaithfulProbe` is
+the one-head case. :func:`augmented_features` is the middle ground between this and the `cached`
+protocol: K augmented views per training image as an ordinary feature matrix for the
+:class:`~drprobe.probes.bank.ProbeBank`.
+
+Validation and test images get the evaluation transform (resize + centre crop); the backbone is
+frozen, so their features are computed once and kept (per family: n x max k floats). Heads and
+the SGD state are the only things that learn. Weight decay applies to weights and bias (plain
+``torch.optim.SGD`` on all head parameters). Heads start from ``nn.Linear``'s default init
+(U(-1/sqrt(k), 1/sqrt(k))) drawn from a generator seeded by (random_state, family seed,
+selector, k), so a head's training does not depend on which other heads share its batches.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+import zlib
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from drprobe.errors import InvalidValueError
+from drprobe.features.extract import feature_dim
+from drprobe.probes import plan as pl
+from drprobe.probes.bank import ProbeResult
+from drprobe.selectors import SubsetFamily
+from drprobe.sources.augment import (
+    Augment,
+    augment_images,
+    augmented_features,
+    check_images,
+    image_bundle,
+    resolve_device,
+    training_augment,
+)
+from drprobe.sources.data.base import train_val_split
+from drprobe.sources.layers import layer_features, resolve_layer
+from drprobe.sources.models import ModelBundle
+from drprobe.sources.transforms import preprocess
+
+__all__ = ["FaithfulBank", "FaithfulProbe", "augmented_features", "head_seed"]
+
+
+def head_seed(random_state: int, family: SubsetFamily, k: int) -> int:
+    """Seed of the initial weights of head (family, k): a function of these alone."""
+    tag = zlib.crc32(family.selector.encode())
+    return int(np.random.SeedSequence([int(random_state), int(family.seed), int(k), tag])
+               .generate_state(1)[0])
+
+
+def _clean_features(
+    bundle: ModelBundle, layer: str, images: np.ndarray, pooling: str, size: int, batch: int,
+) -> Iterator[torch.Tensor]:
+    """(b, d) float32 features of the evaluation transform, batch by batch, on the model device."""
+    for lo in range(0, len(images), batch):
+        x = preprocess(images[lo:lo + batch], size, bundle.mean, bundle.std)
+        yield layer_features(bundle, layer, x, pooling).float()
+
+
+class _Basis:
+    """A family's first ``m`` basis coordinates as a torch map (b, d) -> (b, m) on a device."""
+
+    def __init__(self, fam: SubsetFamily, m: int, device: torch.device) -> None:
+        self.idx = self.comp = self.mean = None
+        if fam.indices is not None:
+            self.idx = torch.as_tensor(np.asarray(fam.indices)[:m], dtype=torch.long,
+                                       device=device)
+        else:
+            comp = np.asarray(fam.components)[:, :m]
+            self.comp = torch.as_tensor(comp, dtype=torch.float32, device=device)
+            if fam.mean is not None:
+                self.mean = torch.as_tensor(np.asarray(fam.mean), dtype=torch.float32,
+                                            device=device)
+
+    def __call__(self, f: torch.Tensor) -> torch.Tensor:
+        if self.idx is not None:
+            return f.index_select(1, self.idx)
+        return (f if self.mean is None else f - self.mean) @ self.comp
+
+
+class FaithfulBank:
+    """Linear heads for every (family, k) of ``families``, trained through the frozen backbone.
+
+    Args:
+        model: a loaded :class:`ModelBundle` (moved to ``device`` in place) or a model spec.
+        families: subset families of the layer's d neurons; one head per (family, k in ks).
+        layer, pooling: the probed layer and how its map is pooled (see ``layer_features``).
+        image_size: input side in pixels (None = the model's native size).
+        epochs, step_size, gamma: StepLR schedule, lr_e = lr * gamma ** (e // step_size).
+        batch_size: images per SGD step (the last batch of an epoch may be smaller).
+        lr, momentum, weight_decay: SGD settings.
+        val_fraction: stratified share of the training images held out for validation.
+        augment: the training augmentation (None = ``Augment(image_size)`` with its defaults);
+            its ``size`` must equal the input size.
+        device: ``"cpu"`` or ``"cuda[:i]"``; backbone, images and heads all run there.
+        random_state: seeds the split, batch order, augmentations and head inits.
+        progress: show a progress bar over epochs.
+
+    Learned attributes: ``classes_`` (C,), ``heads_`` (list of (family index, k)),
+    ``coefs_`` / ``intercepts_`` (per head, (C, k) / (C,) at the best epoch), ``best_epoch_``
+    (H,), ``val_acc_`` (H,), ``history_`` (``"lr"`` (E,), ``"train_loss"`` (H, E) mean batch
+    loss, ``"val_acc"`` (H, E)), ``train_indices_`` / ``val_indices_`` (positions in the
+    training images), ``steps_per_epoch_``, ``fit_seconds_``.
+    """
+
+    def __init__(
+        self, model: str | ModelBundle, families: Sequence[SubsetFamily],
+        layer: str = "penultimate", *, pooling: str = "avg", image_size: int | None = None,
+        epochs: int = 100, step_size: int = 20, gamma: float = 0.1, batch_size: int = 256,
+        lr: float = 0.1, momentum: float = 0.9, weight_decay: float = 5e-4,
+        val_fraction: float = 0.1, augment: Augment | None = None, device: str = "cpu",
+        random_state: int = 0, progress: bool = True,
+    ) -> None:
+        self.model = model
+        self.families = families
+        self.layer = layer
+        self.pooling = pooling
+        self.image_size = image_size
+        self.epochs = epochs
+        self.step_size = step_size
+        self.gamma = gamma
+        self.batch_size = batch_size
+        self.lr = lr
+        self.momentum = momentum
+        self.weight_decay = weight_decay
+        self.val_fraction = val_fraction
+        self.augment = augment
+        self.device = device
+        self.random_state = random_state
+        self.progress = progress
+
+    # -------------------------------------------------------------------------- set-up
+    def _families(self) -> list[SubsetFamily]:
+        return list(self.families)
+
+    def _check(self) -> None:
+        for name in ("epochs", "step_size", "batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise InvalidValueError(f"{name}={value!r} must be an integer >= 1")
+        for name, low in (("lr", 0.0), ("gamma", 0.0)):
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) > low):
+                raise InvalidValueError(f"{name}={getattr(self, name)!r} must be > {low}")
+        for name in ("momentum", "weight_decay"):
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
+                raise InvalidValueError(f"{name}={getattr(self, name)!r} must be >= 0")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise InvalidValueError(f"val_fraction={self.val_fraction!r} must be in (0, 1)")
+
+    def _setup(self) -> tuple[ModelBundle, str, int, Augment]:
+        self._check()
+        bundle = image_bundle(self.model, resolve_device(self.device))
+        layer = resolve_layer(bundle, self.layer)
+        size = int(self.image_size or bundle.input_size)
+        return bundle, layer, size, training_augment(self.augment, size)
+
+    def _bases(self, dev: torch.device) -> list[_Basis]:
+        return [_Basis(fam, int(max(fam.ks)), dev) for fam in self.families_]
+
+    def _features(self, bundle: ModelBundle, images: np.ndarray, bases: list[_Basis]
+                  ) -> list[torch.Tensor]:
+        """Per family, the (n, m_f) basis coordinates of the clean ``images``."""
+        parts: list[list[torch.Tensor]] = [[] for _ in bases]
+        for f in _clean_features(bundle, self.layer_, images, self.pooling, self.size_,
+                                 int(self.batch_size)):
+            for part, basis in zip(parts, bases):
+                part.append(basis(f))
+        return [torch.cat(p) for p in parts]
+
+    # ----------------------------------------------------------------------------- fit
+    def fit(self, images: np.ndarray, labels: np.ndarray) -> FaithfulBank:
+        """Train every head on ``images`` (n, H, W[, 3]) uint8 / float in [0, 1] with
+        ``labels`` (n,); 10% (``val_fraction``) of them are held out for validation."""
+        t_start = time.perf_counter()
+        bundle, self.layer_, self.size_, aug = self._setup()
+        images = check_images(images, "images")
+        y = pl.check_labels(labels, images.shape[0], "labels")
+        self.classes_ = np.unique(y)
+        if len(self.classes_) < 2:
+            raise InvalidValueError(f"labels have {len(self.classes_)} class; need at least 2")
+        families = self._families()
+        if not families:
+            raise InvalidValueError("families is empty; pass at least one SubsetFamily")
+        d = feature_dim(bundle, self.layer_, self.pooling, self.size_)
+        for i, fam in enumerate(families):
+            pl.check_family(fam, i, d)
+        self.families_ = families
+        self.heads_ = [(i, int(k)) for i, fam in enumerate(families) for k in fam.ks]
+        dev = resolve_device(self.device)
+        bases = self._bases(dev)
+        tr, va = train_val_split(y, self.val_fraction, int(self.random_state))
+        self.train_indices_, self.val_indices_ = tr, va
+        y_idx = torch.as_tensor(pl.encode(y, self.classes_, "labels"), device=dev)
+        y_val = y_idx[torch.as_tensor(va, device=dev)]
+        Z_val = self._features(bundle, images[va], bases)
+        params = self._init_heads(dev)
+        opt = torch.optim.SGD([p for pair in params for p in pair], lr=self.lr,
+                              momentum=self.momentum, weight_decay=self.weight_decay)
+        sched = torch.optim.lr_scheduler.StepLR(opt, int(self.step_size), self.gamma)
+        g = torch.Generator().manual_seed(int(self.random_state))
+        H, E = len(self.heads_), int(self.epochs)
+        self.history_ = {"lr": np.zeros(E), "train_loss": np.zeros((H, E)),
+                         "val_acc": np.zeros((H, E))}
+        self.best_epoch_ = np.full(H, -1)
+        self.val_acc_ = np.full(H, -1.0)
+        self.coefs_: list[np.ndarray] = [np.empty(0)] * H
+        self.intercepts_: list[np.ndarray] = [np.empty(0)] * H
+        self.steps_per_epoch_ = math.ceil(len(tr) / int(self.batch_size))
+        bar = tqdm(range(E), desc="faithful", unit="epoch", file=sys.stderr,
+                   disable=not self.progress)
+        for epoch in bar:
+            self.history_["lr"][epoch] = opt.param_groups[0]["lr"]
+            order = tr[torch.randperm(len(tr), generator=g).numpy()]
+            loss = self._epoch(bundle, images, order, y_idx, aug, g, bases, params, opt)
+            self.history_["train_loss"][:, epoch] = loss
+            sched.step()
+            self._validate(epoch, params, Z_val, y_val)
+            bar.set_postfix(val=f"{self.history_['val_acc'][:, epoch].mean():.3f}")
+        self.fit_seconds_ = time.perf_counter() - t_start
+        return self
+
+    def _init_heads(self, dev: torch.device) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """nn.Linear's default init per head, from the head's own seeded generator."""
+        C, out = len(self.classes_), []
+        for i, k in self.heads_:
+            g = torch.Generator().manual_seed(head_seed(self.random_state, self.families_[i], k))
+            bound = 1.0 / math.sqrt(k)
+            W = (torch.rand(C, k, generator=g) * 2 - 1) * bound
+            b = (torch.rand(C, generator=g) * 2 - 1) * bound
+            out.append((W.to(dev).requires_grad_(), b.to(dev).requires_grad_()))
+        return out
+
+    def _epoch(
+        self, bundle: ModelBundle, images: np.ndarray, order: np.ndarray, y_idx: torch.Tensor,
+        aug: Augment, g: torch.Generator, bases: list[_Basis],
+        params: list[tuple[torch.Tensor, torch.Tensor]], opt: torch.optim.Optimizer,
+    ) -> np.ndarray:
+        """One pass over the training images; returns each head's mean batch loss (H,)."""
+        totals = torch.zeros(len(params), dtype=torch.float64)
+        dev = params[0][0].device
+        for lo in range(0, len(order), int(self.batch_size)):
+            idx = order[lo:lo + int(self.batch_size)]
+            x = augment_images(images[idx], aug, bundle.mean, bundle.std, g, dev)
+            f = layer_features(bundle, self.layer_, x, self.pooling).float().clone()
+            Z = [basis(f) for basis in bases]
+            target = y_idx[torch.as_tensor(idx, device=dev)]
+            losses = torch.stack([F.cross_entropy(Z[i][:, :k] @ W.T + b, target)
+                                  for (i, k), (W, b) in zip(self.heads_, params)])
+            opt.zero_grad(set_to_none=True)
+            losses.sum().backward()
+            opt.step()
+            totals += losses.detach().double().cpu() * len(idx)
+        return (totals / len(order)).numpy()
+
+    @torch.no_grad()
+    def _validate(self, epoch: int, params: list[tuple[torch.Tensor, torch.Tensor]],
+                  Z_val: list[torch.Tensor], y_val: torch.Tensor) -> None:
+        """Record validation accuracy; keep a copy of each head that beats its best."""
+        for h, ((i, k), (W, b)) in enumerate(zip(self.heads_, params)):
+            pred = (Z_val[i][:, :k] @ W.T + b).argmax(1)
+            acc = float((pred == y_val).double().mean())
+            self.history_["val_acc"][h, epoch] = acc
+            if acc > self.val_acc_[h]:
+                self.val_acc_[h], self.best_epoch_[h] = acc, epoch
+                self.coefs_[h] = W.detach().cpu().numpy().copy()
+                self.intercepts_[h] = b.detach().cpu().numpy().copy()
+
+    # ------------------------------------------------------------------------ inference
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "coefs_"):
+            raise InvalidValueError(f"this {type(self).__name__} is not fitted; call fit first")
+
+    def _head_stats(self) -> tuple[np.ndarray, np.ndarray]:
+        """(H,) best epoch and (H,) best validation accuracy of every head."""
+        return self.best_epoch_, self.val_acc_
+
+    def predict_proba_all(self, images: np.ndarray) -> list[np.ndarray]:
+        """Class probabilities (n, C) of every head (in ``heads_`` order) on clean images."""
+        self._check_fitted()
+        dev = resolve_device(self.device)
+        bundle = image_bundle(self.model, dev)
+        Z = self._features(bundle, check_images(images, "images"), self._bases(dev))
+        out = []
+        for (i, k), W, b in zip(self.heads_, self.coefs_, self.intercepts_):
+            W_t, b_t = torch.as_tensor(W, device=dev), torch.as_tensor(b, device=dev)
+            logits = Z[i][:, :k] @ W_t.T + b_t
+            out.append(torch.softmax(logits, dim=1).cpu().numpy())
+        return out
+
+    def evaluate(self, images: np.ndarray, labels: np.ndarray) -> list[ProbeResult]:
+        """Test every head on clean ``images`` (n, H, W[, 3]); one ProbeResult per head, in
+        ``heads_`` order. ``l2`` holds the SGD weight decay, ``n_steps`` the SGD steps up to the
+        kept (best-validation) epoch, ``fit_seconds`` the head's share of the fit time."""
+        self._check_fitted()
+        images = check_images(images, "images")
+        y = pl.encode(pl.check_labels(labels, images.shape[0], "labels"), self.classes_,
+                      "labels")
+        C, results = len(self.classes_), []
+        counts = np.bincount(y, minlength=C)
+        best_epochs, val_accs = self._head_stats()
+        for h, proba in enumerate(self.predict_proba_all(images)):
+            i, k = self.heads_[h]
+            fam = self.families_[i]
+            pred = proba.argmax(1)
+            hits = np.bincount(y[pred == y], minlength=C)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                per_class = np.where(counts > 0, hits / np.maximum(counts, 1), np.nan)
+            j = list(fam.ks).index(k)
+            results.append(ProbeResult(
+                selector=fam.selector, seed=int(fam.seed), k=k,
+                fraction=None if fam.fractions is None else float(fam.fractions[j]),
+                l2=float(self.weight_decay), val_acc=float(val_accs[h]),
+                test_acc=float((pred == y).mean()), per_class_acc=per_class,
+                n_steps=int((best_epochs[h] + 1) * self.steps_per_epoch_),
+                fit_seconds=self.fit_seconds_ / len(self.heads_),
+            ))
+        return results
+
+
+class FaithfulProbe(FaithfulBank):
+    """One linear head on the first ``k`` coordinates of ``family``, trained faithfully.
+
+    Same arguments and training as :class:`FaithfulBank` with a single head (and the same
+    result as that head inside a larger bank, given the same ``random_state``). Learned:
+    ``coef_`` (C, k), ``intercept_`` (C,), ``best_epoch_`` / ``val_acc_`` (scalars),
+    ``history_`` with ``"lr"``, ``"train_loss"``, ``"val_acc"`` each of shape (E,).
+    """
+
+    def __init__(
+        self, model: str | ModelBundle, family: SubsetFamily, k: int,
+        layer: str = "penultimate", *, pooling: str = "avg", image_size: int | None = None,
+        epochs: int = 100, step_size: int = 20, gamma: float = 0.1, batch_size: int = 256,
+        lr: float = 0.1, momentum: float = 0.9, weight_decay: float = 5e-4,
+        val_fraction: float = 0.1, augment: Augment | None = None, device: str = "cpu",
+        random_state: int = 0, progress: bool = True,
+    ) -> None:
+        super().__init__(
+            model, [], layer, pooling=pooling, image_size=image_size, epochs=epochs,
+            step_size=step_size, gamma=gamma, batch_size=batch_size, lr=lr, momentum=momentum,
+            weight_decay=weight_decay, val_fraction=val_fraction, augment=augment,
+            device=device, random_state=random_state, progress=progress)
+        self.family = family
+        self.k = k
+
+    def _families(self) -> list[SubsetFamily]:
+        k, ks = self.k, list(self.family.ks)
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not \
+                1 <= k <= self.family.width:
+            raise InvalidValueError(f"k={k!r} must be an integer in [1, {self.family.width}]")
+        frac = None
+        if self.family.fractions is not None and k in ks:
+            frac = [self.family.fractions[ks.index(k)]]
+        return [replace(self.family, ks=[int(k)], fractions=frac)]
+
+    def fit(self, images: np.ndarray, labels: np.ndarray) -> FaithfulProbe:
+        """Train the head on ``images`` (n, H, W[, 3]) and ``labels`` (n,)."""
+        super().fit(images, labels)
+        self.coef_, self.intercept_ = self.coefs_[0], self.intercepts_[0]
+        self.history_ = {"lr": self.history_["lr"],
+                         "train_loss": self.history_["train_loss"][0],
+                         "val_acc": self.history_["val_acc"][0]}
+        self.best_epoch_, self.val_acc_ = int(self.best_epoch_[0]), float(self.val_acc_[0])
+        return self
+
+    def _head_stats(self) -> tuple[np.ndarray, np.ndarray]:
+        return np.array([self.best_epoch_]), np.array([self.val_acc_])
+
+    def evaluate(self, images: np.ndarray, labels: np.ndarray) -> ProbeResult:  # type: ignore
+        """Test the head on clean ``images``; see :meth:`FaithfulBank.evaluate`."""
+        return super().evaluate(images, labels)[0]
