@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+import drprobe.features.extract as extract_mod
 from drprobe.errors import DrprobeError, InvalidValueError, UnknownNameError
 from drprobe.features import get_features
 from drprobe.features.batching import (
@@ -90,18 +91,19 @@ def test_plan_counts_largest_activation_and_features(mnet):
                                                    (PENULTIMATE, "avg", 2.0),
                                                    ("features.14", "flatten", 0.3)])
 def test_batches_produced_respect_the_budget(mnet, rgb, layer, pooling, items):
+    images = rgb[:5]
     item = plan_batches(mnet, layer, pooling=pooling, image_size=32, max_batch_mb=None).item_bytes
     budget_mb = items * item / 2**20
     plan = plan_batches(mnet, layer, pooling=pooling, image_size=32, max_batch_mb=budget_mb)
     expected = max(1, int(items))
     assert plan.batch_size == expected
-    batches = _run(mnet, layer, rgb, pooling=pooling, image_size=32, max_batch_mb=budget_mb)
+    batches = _run(mnet, layer, images, pooling=pooling, image_size=32, max_batch_mb=budget_mb)
     sizes = [b.shape[0] for b in batches]
     assert sizes[:-1] == [expected] * (len(sizes) - 1) and 0 < sizes[-1] <= expected
-    assert sum(sizes) == len(rgb)
+    assert sum(sizes) == len(images)
     if items >= 1:
         assert max(sizes) * plan.item_bytes <= budget_mb * 2**20
-    ref = np.concatenate(_run(mnet, layer, rgb, pooling=pooling, image_size=32))
+    ref = np.concatenate(_run(mnet, layer, images, pooling=pooling, image_size=32))
     np.testing.assert_allclose(np.concatenate(batches), ref, rtol=1e-5, atol=1e-5)
 
 
@@ -194,6 +196,36 @@ def test_on_device_preprocessing_matches_preprocess(rgb, make):
 def test_preprocess_tensor_refuses_bad_shapes():
     with pytest.raises(InvalidValueError, match="shape"):
         preprocess_tensor(torch.zeros(2, 8, 8, 2), 8, (0.0,) * 3, (1.0,) * 3)
+
+
+class _Recorder:
+    """An image array stand-in that records which slices were read."""
+
+    def __init__(self, data: np.ndarray) -> None:
+        self.data, self.shape, self.reads = data, data.shape, []
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, item: slice) -> np.ndarray:
+        self.reads.append(item.start)
+        return self.data[item]
+
+
+def test_pipelined_order_runs_one_batch_ahead(mnet, rgb, monkeypatch):
+    """The CUDA schedule (batch i handed out after batch i+1 is queued), forced on CPU."""
+    plain = _run(mnet, "features.6", rgb, image_size=32, batch_size=3)
+    monkeypatch.setattr(extract_mod, "_pipelined", lambda device: True)
+    source = _Recorder(rgb)
+    batches = iter_features(mnet, "features.6", source, image_size=32, batch_size=3,
+                            progress=False)
+    first = next(batches)
+    assert source.reads == [0, 3]  # the second batch was queued before the first came out
+    rest = list(batches)
+    assert source.reads == [0, 3, 6, 9]
+    assert [b.shape[0] for b in [first, *rest]] == [3, 3, 3, 1]
+    for ours, ref in zip([first, *rest], plain):
+        np.testing.assert_array_equal(ours, ref)  # batches not overwritten by later ones
 
 
 # ---- CUDA (skipped without a GPU) ------------------------------------------------------------

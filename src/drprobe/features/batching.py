@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import numbers
+import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -51,6 +52,10 @@ ACTIVATION_FACTOR = 3
 GPU_MEMORY_FRACTION = 0.5
 _FLOAT_BYTES = 4
 _PROBE_SIZES = (1, 4)  # batch sizes of the two measuring passes on CUDA
+# module -> {(layer, pooling, size): d}; weak keys so a dropped model frees its entry.
+_WIDTHS: weakref.WeakKeyDictionary[torch.nn.Module, dict[tuple, int]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def positive_int(value: object, what: str) -> int:
@@ -66,10 +71,15 @@ def input_side(bundle: ModelBundle, image_size: int | None) -> int:
 def feature_dim(
     bundle: ModelBundle, layer: str, pooling: str = "avg", image_size: int | None = None
 ) -> int:
-    """Width d of ``layer``'s features under ``pooling`` at ``image_size`` (one dummy forward;
-    for text models ``image_size`` is the token length)."""
+    """Width d of ``layer``'s features under ``pooling`` at ``image_size`` (for text models the
+    token length): one dummy forward, remembered per model, so later calls are free."""
     size = input_side(bundle, image_size)
-    return int(layer_features(bundle, layer, dummy_inputs(bundle, size), pooling).shape[1])
+    widths = _WIDTHS.setdefault(bundle.module, {})
+    key = (layer, pooling, size)
+    if key not in widths:
+        out = layer_features(bundle, layer, dummy_inputs(bundle, size), pooling)
+        widths[key] = int(out.shape[1])
+    return widths[key]
 
 
 # ------------------------------------------------------------------- devices and precision

@@ -144,6 +144,11 @@ def preprocess_tensor(x: torch.Tensor, size: int, mean: Sequence[float], std: Se
     return ((x - m) / s).contiguous()
 
 
+def _pipelined(device: torch.device) -> bool:
+    """Whether batch i is handed out only after batch i+1 is queued (asynchronous devices)."""
+    return device.type == "cuda"
+
+
 def _to_host(feats: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, Any]:
     """Start copying float32 features to the host; returns (host tensor, CUDA event or None)."""
     feats = feats.float()
@@ -170,10 +175,10 @@ def _stream(
     has been queued, so the host prepares inputs while the GPU computes."""
     bar = tqdm(total=len(items), desc=desc, unit=unit, file=sys.stderr, disable=not progress)
     try:
-        plan = plan_batches(bundle, layer, **plan_args)
-        pipelined = plan.device.type == "cuda"
-        pending: tuple[torch.Tensor, Any, int] | None = None
-        with on_device(bundle, plan.device):
+        with on_device(bundle, plan_args["device"]):  # moved once: planning runs there too
+            plan = plan_batches(bundle, layer, **plan_args)
+            pipelined = _pipelined(plan.device)
+            pending: tuple[torch.Tensor, Any, int] | None = None
             for start in range(0, len(items), plan.batch_size):
                 batch = items[start:start + plan.batch_size]
                 x = prepare(batch)

@@ -117,7 +117,7 @@ class FaithfulBank:
     ``coefs_`` / ``intercepts_`` (per head, (C, k) / (C,) at the best epoch), ``best_epoch_``
     (H,), ``val_acc_`` (H,), ``history_`` (``"lr"`` (E,), ``"train_loss"`` (H, E) mean batch
     loss, ``"val_acc"`` (H, E)), ``train_indices_`` / ``val_indices_`` (positions in the
-    training images), ``steps_per_epoch_``, ``fit_seconds_``.
+    training images), ``steps_per_epoch_``, ``fit_seconds_``, ``bundle_`` (the loaded model).
     """
 
     def __init__(
@@ -190,6 +190,7 @@ class FaithfulBank:
         ``labels`` (n,); 10% (``val_fraction``) of them are held out for validation."""
         t_start = time.perf_counter()
         bundle, self.layer_, self.size_, aug = self._setup()
+        self.bundle_ = bundle
         images = check_images(images, "images")
         y = pl.check_labels(labels, images.shape[0], "labels")
         self.classes_ = np.unique(y)
@@ -295,7 +296,7 @@ class FaithfulBank:
         """Class probabilities (n, C) of every head (in ``heads_`` order) on clean images."""
         self._check_fitted()
         dev = resolve_device(self.device)
-        bundle = image_bundle(self.model, dev)
+        bundle = image_bundle(self.bundle_, dev)
         Z = self._features(bundle, check_images(images, "images"), self._bases(dev))
         out = []
         for (i, k), W, b in zip(self.heads_, self.coefs_, self.intercepts_):

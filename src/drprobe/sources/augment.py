@@ -242,8 +242,8 @@ def augment_images(
     """
     if len(mean) != 3 or len(std) != 3:
         raise InvalidValueError(f"mean and std need 3 values each, got {mean!r} and {std!r}")
-    x = _as_float_nchw(images).to(device)
-    x = augment(x, generator)
+    raw = images if isinstance(images, torch.Tensor) else torch.from_numpy(np.array(images))
+    x = augment(_as_float_nchw(raw.to(device)), generator)  # uint8 travels, floats are made there
     m = torch.tensor(mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
     s = torch.tensor(std, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
     return ((x - m) / s).contiguous()
