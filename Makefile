@@ -37,7 +37,10 @@ test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow"
 
 bench: setup
-	$(BIN)/python benchmarks/run_all.py
+	$(BIN)/python benchmarks/bench_cka.py
+	$(BIN)/python benchmarks/bench_probe_bank.py
+	$(BIN)/python benchmarks/bench_extract.py
+	$(BIN)/python benchmarks/bench_faithful.py
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks
