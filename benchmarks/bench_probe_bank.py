@@ -27,6 +27,7 @@ from typing import TypeVar
 
 import numpy as np
 import torch
+from threadpoolctl import threadpool_limits
 
 from drprobe.probes import ProbeBank, sklearn_probe
 from drprobe.selectors import SubsetFamily
@@ -36,6 +37,7 @@ FRACTIONS = (0.0005, 0.001, 0.002, 0.003, 0.004, 0.005, 0.01, 0.05, 0.1, 0.2, 0.
 SEEDS = (1, 2, 3, 4, 5)
 SELECTORS = ("random", "pca_top", "pca_least", "randproj_uniform")
 GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
+THREADS: int | None = None  # --threads: torch threads of the bank and BLAS threads of sklearn
 T = TypeVar("T")
 
 
@@ -106,7 +108,7 @@ def timed(fn: Callable[..., T], *args: object, **kw: object) -> tuple[T, Clock]:
 
 def run_bank(data: dict, fams: list[SubsetFamily], **kw: object) -> tuple[list, Clock]:
     def go() -> list:
-        bank = ProbeBank(l2_grid=GRID, progress=False, **kw)
+        bank = ProbeBank(l2_grid=GRID, progress=False, n_threads=THREADS, **kw)
         bank.fit(data["X_train"], data["y_train"], data["X_val"], data["y_val"], fams)
         return bank.evaluate(data["X_test"], data["y_test"])
     return timed(go)
@@ -114,6 +116,12 @@ def run_bank(data: dict, fams: list[SubsetFamily], **kw: object) -> tuple[list, 
 
 def run_sklearn(data: dict, fam: SubsetFamily) -> tuple[list[dict], Clock]:
     def go() -> list[dict]:
+        out = []
+        with threadpool_limits(THREADS):
+            out += fit_all(fam)
+        return out
+
+    def fit_all(fam: SubsetFamily) -> list[dict]:
         out = []
         for k in fam.ks:
             Z = [fam.transform(data[s], k) for s in ("X_train", "X_val", "X_test")]
@@ -141,9 +149,14 @@ def main() -> None:
     ap.add_argument("--features", type=Path, help="npz with X_/y_ train, val, test")
     ap.add_argument("--sklearn-seeds", type=int, default=len(SEEDS),
                     help="seeds of the random selector fitted with scikit-learn (default all)")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="threads for both solvers (default: library defaults); use 1 on a "
+                         "machine shared with other busy processes")
     ap.add_argument("--out", type=Path,
                     default=Path(__file__).parent / "results" / "probe_bank.json")
     args = ap.parse_args()
+    global THREADS
+    THREADS = args.threads
     if args.features:
         with np.load(args.features) as z:
             data = {k: z[k] for k in ("X_train", "y_train", "X_val", "y_val", "X_test", "y_test")}
@@ -152,38 +165,42 @@ def main() -> None:
         data, source = synthetic(), "synthetic stand-in (Gaussian clusters, random ReLU map)"
     d = data["X_train"].shape[1]
     shapes = {k: list(v.shape) for k, v in data.items()}
-    print(f"features: {source}; shapes {shapes}; torch threads {torch.get_num_threads()}")
+    print(f"features: {source}; shapes {shapes}; threads {THREADS or 'library default'}")
 
     grid_fams, sel_clock = timed(families, data["X_train"], SELECTORS)
     rand = [f for f in grid_fams if f.selector == "random"][: args.sklearn_seeds]
 
     # (a) side by side, seed by seed (so both see the same machine load): scikit-learn on the
     # 15 subsets of one seed, then the bank on the same family alone; then all seeds batched.
-    sk, sk_clock, one_clock, one = [], Clock(), Clock(), []
+    sk, sk_clock, one_clock, one, rows, bank_a = [], Clock(), Clock(), [], [], []
     for fam in rand:
-        rows, c_sk = run_sklearn(data, fam)
+        fitted, c_sk = run_sklearn(data, fam)
         res, c_one = run_bank(data, [fam])
-        sk += rows
+        sk += fitted
         one += res
         sk_clock.add(c_sk)
         one_clock.add(c_one)
         print(f"  seed {fam.seed}: sklearn {c_sk.wall:.1f}s, bank {c_one.wall:.1f}s "
               f"(load {c_one.load:.1f})", flush=True)
-    bank_a, a_clock = run_bank(data, rand)
-    bank_nd, nd_clock = run_bank(data, rand, dedupe=False)
-    # (b) the full grid, and the same with validation early stopping
-    full, full_clock = run_bank(data, grid_fams)
-    early, early_clock = run_bank(data, grid_fams, patience=5)
-    acc_full = {(r.selector, r.seed, r.k): r.test_acc for r in full}
 
     def dacc(res: list) -> list[float]:
         return [abs(b.test_acc - s["test_acc"]) for b, s in zip(res, sk)]
 
-    rows = [
-        phase("sklearn, one probe at a time", len(sk), sk_clock),
-        phase("bank, one seed at a time", len(one), one_clock, sk_clock, dacc(one)),
-        phase("bank, all seeds", len(bank_a), a_clock, sk_clock, dacc(bank_a)),
-        phase("bank, all seeds, dedupe off", len(bank_nd), nd_clock, sk_clock, dacc(bank_nd)),
+    if rand:
+        bank_a, a_clock = run_bank(data, rand)
+        bank_nd, nd_clock = run_bank(data, rand, dedupe=False)
+        rows += [
+            phase("sklearn, one probe at a time", len(sk), sk_clock),
+            phase("bank, one seed at a time", len(one), one_clock, sk_clock, dacc(one)),
+            phase("bank, all seeds", len(bank_a), a_clock, sk_clock, dacc(bank_a)),
+            phase("bank, all seeds, dedupe off", len(bank_nd), nd_clock, sk_clock,
+                  dacc(bank_nd)),
+        ]
+    # (b) the full grid, and the same with validation early stopping
+    full, full_clock = run_bank(data, grid_fams)
+    early, early_clock = run_bank(data, grid_fams, patience=5)
+    acc_full = {(r.selector, r.seed, r.k): r.test_acc for r in full}
+    rows += [
         phase("bank, full grid", len(full), full_clock),
         phase("bank, full grid, patience=5", len(early), early_clock, None,
               [abs(r.test_acc - acc_full[(r.selector, r.seed, r.k)]) for r in early]),
@@ -203,7 +220,8 @@ def main() -> None:
     figures = {
         "features": source, "shapes": shapes, "d": d, "l2_grid": GRID,
         "fractions": FRACTIONS, "ks": sizes(d)[0], "seeds": SEEDS, "selectors": SELECTORS,
-        "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
+        "threads": THREADS, "torch_threads_default": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
         "selector_seconds": sel_clock.wall, "phases": rows,
         "a_per_probe": [{"seed": s["seed"], "k": s["k"], "sklearn_acc": s["test_acc"],
                          "bank_acc": b.test_acc, "sklearn_l2": s["l2"], "bank_l2": b.l2,

@@ -217,6 +217,18 @@ def test_determinism_outputs_and_float16_memmap(digits, tmp_path):
     np.testing.assert_allclose(proba, mem[3].test_proba, rtol=1e-6)
 
 
+def test_thread_setting_is_applied_and_restored(synth):
+    Xtr, ytr, Xva, yva, Xte, yte = synth
+    fams = [coordinate(0, [4, 24], 24)]
+    before = torch.get_num_threads()
+    kw = {"l2_grid": GRID, "dtype": "float64", "progress": False}
+    one = ProbeBank(n_threads=1, **kw).fit(Xtr, ytr, Xva, yva, fams)
+    assert torch.get_num_threads() == before
+    ref = ProbeBank(**kw).fit(Xtr, ytr, Xva, yva, fams)
+    for a, b in zip(one.evaluate(Xte, yte), ref.evaluate(Xte, yte)):
+        assert a.l2 == b.l2 and a.test_acc == b.test_acc
+
+
 def test_per_class_accuracy_is_nan_for_classes_absent_from_test(synth):
     Xtr, ytr, Xva, yva, Xte, yte = synth
     keep = yte != 12

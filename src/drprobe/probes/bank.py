@@ -11,7 +11,8 @@ from __future__ import annotations
 import math
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,6 +26,20 @@ from drprobe.selectors import SubsetFamily
 
 DEFAULT_L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+@contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run the block with ``n`` torch intra-op threads (None: leave the setting alone)."""
+    if n is None:
+        yield
+        return
+    old = torch.get_num_threads()
+    torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
 
 
 @dataclass
@@ -87,6 +102,10 @@ class ProbeBank:
     their result (and its time). The solver draws no random numbers: results are deterministic
     on CPU; ``random_state`` is kept for the estimator contract.
 
+    ``n_threads`` sets torch's intra-op threads during fit and inference (restored afterwards;
+    None leaves torch's setting). On a machine shared with other busy processes, 1 thread avoids
+    threads waiting on each other at every small operation and can be many times faster.
+
     Learned attributes: ``classes_``, ``n_features_in_``, ``families_``, ``plan_``,
     ``l2_grid_`` (ascending), ``fitted_``, ``stats_``.
     """
@@ -97,7 +116,7 @@ class ProbeBank:
         refit: bool = False, device: str = "cpu", dtype: str = "float32",
         random_state: int | None = 0, max_memory_gb: float = 2.0,
         keep_predictions: bool = False, keep_proba: bool = False, progress: bool = True,
-        dedupe: bool = True,
+        dedupe: bool = True, n_threads: int | None = None,
     ) -> None:
         self.l2_grid = l2_grid
         self.max_steps = max_steps
@@ -113,6 +132,7 @@ class ProbeBank:
         self.keep_proba = keep_proba
         self.progress = progress
         self.dedupe = dedupe
+        self.n_threads = n_threads
 
     # ------------------------------------------------------------------ configuration checks
     def _config(self) -> tuple[torch.device, torch.dtype, list[float]]:
@@ -125,8 +145,10 @@ class ProbeBank:
         if int(self.max_steps) < 1 or not self.tol > 0 or not self.max_memory_gb > 0:
             raise InvalidValueError(f"max_steps={self.max_steps}, tol={self.tol}, max_memory_gb"
                                     f"={self.max_memory_gb} must all be positive")
-        if self.patience is not None and int(self.patience) < 1:
-            raise InvalidValueError(f"patience={self.patience} must be None or >= 1")
+        for name in ("patience", "n_threads"):
+            value = getattr(self, name)
+            if value is not None and int(value) < 1:
+                raise InvalidValueError(f"{name}={value} must be None or >= 1")
         try:
             device = torch.device(self.device)
         except (RuntimeError, TypeError) as err:
@@ -172,8 +194,9 @@ class ProbeBank:
                                 pl.encode(yva, self.classes_, "y_val")])
         y_all_t = torch.as_tensor(y_all, device=device)
         n_total = sum(len(self.plan_.solved(c)) for c in self.plan_.ks)
-        with tqdm(total=n_total, desc="probes", unit="probe", file=sys.stderr,
-                  disable=not self.progress) as bar:
+        with torch_threads(self.n_threads), tqdm(
+            total=n_total, desc="probes", unit="probe", file=sys.stderr, disable=not self.progress
+        ) as bar:
             for cs in self._family_groups(len(y_all), len(grid), dtype):
                 bases = [pl.Basis(families[c], device, dtype) for c in cs]
                 self._fit_group(cs, bases, (X_train, X_val), y_all_t, grid, bar)
@@ -275,16 +298,24 @@ class ProbeBank:
         """(n, C) logits of the given unique probes on features X (n, d), family by family."""
         device, dtype, _ = self._config()
         out = {}
-        for c in sorted({u[0] for u in uids}):
-            (Z,) = pl.materialize([(X, "X")], [pl.Basis(self.families_[c], device, dtype)],
-                                  device, dtype)
-            mean, scale = (t.to(device) for t in self.stats_[c])
-            Z[:, 1:].sub_(mean).div_(scale)
-            for u in uids:
-                if u[0] == c:
-                    coef = self.fitted_[u].coef.to(device)
-                    out[u] = Z[:, : coef.shape[0]] @ coef
+        with torch_threads(self.n_threads):
+            for c in sorted({u[0] for u in uids}):
+                self._family_logits(X, c, uids, out, device, dtype)
         return out
+
+    def _family_logits(
+        self, X: np.ndarray, c: int, uids: Sequence[tuple[int, int]],
+        out: dict[tuple[int, int], torch.Tensor], device: torch.device, dtype: torch.dtype,
+    ) -> None:
+        """Fill ``out`` with the (n, C) logits on X of the unique probes of family c."""
+        (Z,) = pl.materialize([(X, "X")], [pl.Basis(self.families_[c], device, dtype)],
+                              device, dtype)
+        mean, scale = (t.to(device) for t in self.stats_[c])
+        Z[:, 1:].sub_(mean).div_(scale)
+        for u in uids:
+            if u[0] == c:
+                coef = self.fitted_[u].coef.to(device)
+                out[u] = Z[:, : coef.shape[0]] @ coef
 
     def predict_proba(self, X: np.ndarray, family_index: int, k: int) -> np.ndarray:
         """Class probabilities (n, C) of probe (families[family_index], k) on features X (n, d)."""

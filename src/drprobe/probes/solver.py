@@ -141,8 +141,9 @@ class _Objective:
 
 
 def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Per-slot inner product: (F, L, p, C) x (F, L, p, C) -> (F, L)."""
-    return (a * b).sum((2, 3))
+    """Per-slot inner product: (F, L, p, C) x (F, L, p, C) -> (F, L), as one batched product."""
+    F, L = a.shape[:2]
+    return torch.bmm(a.reshape(F * L, 1, -1), b.reshape(F * L, -1, 1)).view(F, L)
 
 
 def _direction(
@@ -154,12 +155,11 @@ def _direction(
     alphas = []
     for s, y, rho in reversed(hist):
         a = rho * _dot(s, q)
-        q -= a[:, :, None, None] * y
+        q.addcmul_(a[:, :, None, None], y, value=-1.0)
         alphas.append(a)
     q *= gamma[:, :, None, None]
     for (s, y, rho), a in zip(hist, reversed(alphas)):
-        b = rho * _dot(y, q)
-        q += (a - b)[:, :, None, None] * s
+        q.addcmul_((a - rho * _dot(y, q))[:, :, None, None], s)
     return q.neg_()
 
 
