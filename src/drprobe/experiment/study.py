@@ -20,6 +20,7 @@ from drprobe.experiment.analysis import DEFAULT_DELTAS, analyze_layer
 from drprobe.experiment.derived import efficiency_table, fairness_trend
 from drprobe.experiment.store import atomic_write_text, write_part
 from drprobe.features import get_features
+from drprobe.probes import ProbeBank
 from drprobe.selectors import resolve_ks
 from drprobe.sources.datasets import load_dataset
 from drprobe.sources.layers import resolve_layer
@@ -34,6 +35,9 @@ class StudySpec:
 
     ``checkpoint``: a weights file that replaces the ``"pretrained"`` weights (formats of
     :func:`drprobe.sources.models.load_model`); the ``"random"`` twin stays the seeded init.
+    ``probe_tol``: the probes' stopping tolerance on max |gradient|. The library default (1e-4,
+    scikit-learn's) costs three times the time of 1e-3 for accuracies within 0.3 point on the
+    demo (``docs/performance.md``).
     """
 
     model: str = "builtin:mobilenet_v2"
@@ -51,6 +55,7 @@ class StudySpec:
     deltas: tuple[float, ...] = DEFAULT_DELTAS
     data_root: str | None = None
     checkpoint: str | None = None
+    probe_tol: float = 1e-3
     extra: dict = field(default_factory=dict)
 
     def run_id(self) -> str:
@@ -120,6 +125,7 @@ def run_study(
                 feats["train"].X, feats["train"].y, feats["test"].X, feats["test"].y,
                 selectors=spec.selectors, fractions=spec.fractions, seeds=spec.seeds,
                 deltas=spec.deltas, context=context, progress=progress,
+                bank=ProbeBank(tol=spec.probe_tol, keep_predictions=True, progress=progress),
             )
             job = f"{bundle.weights}-{name}".replace("/", "_")
             write_part(res.results, out / "results", job)
