@@ -3,14 +3,14 @@
 (a) random selector, 15 fractions x 5 seeds: scikit-learn ``LogisticRegression`` (lbfgs), one
     subset and one L2 at a time with the same grid and validation rule, against the bank;
     speed ratio and per-probe test-accuracy differences.
-(b) the full grid: 4 selectors (random, pca_top, pca_least, randproj_uniform) x 5 seeds x 15
-    fractions in one bank, including L2 selection and test evaluation.
+(b) the paper's whole grid end to end (``analyze_layer``): 4 selectors (random, pca_top,
+    pca_least, randproj_uniform) x 5 seeds x 15 fractions, with selector bases, L2 selection,
+    test evaluation, CKA, Gini and DR with bootstrap CIs.
 
 Timings are wall and process-CPU seconds of each phase; scikit-learn and the bank alternate
 seed by seed so that both see the same machine load (the machine may be shared).
-Features: ``--features PATH.npz`` with arrays X_train, y_train, X_val, y_val, X_test, y_test
-(e.g. MobileNetV2 penultimate features on Fashion-MNIST); without it, a synthetic stand-in of
-the same shape (Gaussian class clusters through a random ReLU map, probe accuracy ~0.8).
+Features: MobileNetV2 penultimate (d = 1280) on Fashion-MNIST, 10k train (9k / 1k validation)
+and 2k test at 64 px, extracted once into drprobe's feature cache.
 Prints a table and writes ``benchmarks/results/probe_bank.json``.
 """
 
@@ -29,11 +29,11 @@ import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
 
+from drprobe.experiment.analysis import DETERMINISTIC, PAPER_FRACTIONS, analyze_layer
 from drprobe.probes import ProbeBank, sklearn_probe
-from drprobe.selectors import SubsetFamily
+from drprobe.selectors import SubsetFamily, make_family
 
-FRACTIONS = (0.0005, 0.001, 0.002, 0.003, 0.004, 0.005, 0.01, 0.05, 0.1, 0.2, 0.3, 0.5, 0.8,
-             0.9, 1.0)
+FRACTIONS = PAPER_FRACTIONS
 SEEDS = (1, 2, 3, 4, 5)
 SELECTORS = ("random", "pca_top", "pca_least", "randproj_uniform")
 GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
@@ -41,17 +41,21 @@ THREADS: int | None = None  # --threads: torch threads of the bank and BLAS thre
 T = TypeVar("T")
 
 
-def synthetic(seed: int = 0, d: int = 1280, C: int = 10, latent: int = 32) -> dict:
-    """Stand-in features of the real benchmark's shape: 9000 / 1000 / 2000 rows, d columns."""
-    rng = np.random.default_rng(seed)
-    n = 12000
-    y = rng.integers(0, C, size=n)
-    h = rng.normal(size=(C, latent))[y] + 2.2 * rng.normal(size=(n, latent))
-    A = rng.normal(size=(latent, d)) / np.sqrt(latent)
-    X = np.maximum(h @ A + 0.5 * rng.normal(size=d), 0) + 0.1 * rng.normal(size=(n, d))
-    X = X.astype(np.float32)
-    return {"X_train": X[:9000], "y_train": y[:9000], "X_val": X[9000:10000],
-            "y_val": y[9000:10000], "X_test": X[10000:], "y_test": y[10000:]}
+def real_features(n_train: int, n_test: int, cache_dir: str | None) -> tuple[dict, str]:
+    """MobileNetV2 penultimate features of Fashion-MNIST (64 px), split as ``analyze_layer`` does."""
+    from drprobe.features import get_features
+    from drprobe.sources.datasets import train_val_split
+
+    kw = {"pooling": "avg", "image_size": 64, "cache_dir": cache_dir}
+    tr = get_features("builtin:mobilenet_v2", "penultimate", "fashion-mnist", "train",
+                      n=n_train, **kw)
+    te = get_features("builtin:mobilenet_v2", "penultimate", "fashion-mnist", "test",
+                      n=n_test, **kw)
+    i_tr, i_va = train_val_split(tr.y, 0.1, 0)
+    X = np.asarray(tr.X, dtype=np.float32)
+    data = {"X_train": X[i_tr], "y_train": tr.y[i_tr], "X_val": X[i_va], "y_val": tr.y[i_va],
+            "X_test": np.asarray(te.X, dtype=np.float32), "y_test": te.y}
+    return data, f"builtin:mobilenet_v2 penultimate, fashion-mnist {n_train}/{n_test} at 64 px"
 
 
 def sizes(d: int) -> tuple[list[int], list[float]]:
@@ -63,29 +67,11 @@ def sizes(d: int) -> tuple[list[int], list[float]]:
     return ks, [chosen[k] for k in ks]
 
 
-def families(X: np.ndarray, selectors: tuple[str, ...]) -> list[SubsetFamily]:
-    """Nested families per selector and seed (PCA is deterministic: the same basis per seed)."""
-    d = X.shape[1]
-    ks, fr = sizes(d)
-    out = []
-    if any(s.startswith("pca") for s in selectors):
-        mean = X.mean(0, dtype=np.float64)
-        Xc = X.astype(np.float64) - mean
-        _, V = np.linalg.eigh(Xc.T @ Xc)
-    for sel in selectors:
-        for s in SEEDS:
-            if sel == "random":
-                basis = {"indices": np.random.default_rng(s).permutation(d)}
-            elif sel == "pca_top":
-                basis = {"components": V[:, ::-1].copy(), "mean": mean}
-            elif sel == "pca_least":
-                basis = {"components": V.copy(), "mean": mean}
-            else:
-                P = np.random.default_rng(s).random((d, d))
-                basis = {"components": P / np.linalg.norm(P, axis=0)}
-            seed = 0 if sel.startswith("pca") else s
-            out.append(SubsetFamily(sel, seed, list(ks), fractions=list(fr), **basis))
-    return out
+def families(data: dict, selectors: tuple[str, ...]) -> list[SubsetFamily]:
+    """Nested families per selector and seed, as ``analyze_layer`` builds them."""
+    ks, fr = sizes(data["X_train"].shape[1])
+    return [make_family(sel, data["X_train"], ks, seed=s, fractions=fr)
+            for sel in selectors for s in (SEEDS[:1] if sel in DETERMINISTIC else SEEDS)]
 
 
 @dataclass
@@ -146,7 +132,9 @@ def phase(name: str, n: int, clock: Clock, ref: Clock | None = None,
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--features", type=Path, help="npz with X_/y_ train, val, test")
+    ap.add_argument("--n-train", type=int, default=10_000, help="train images (10%% validation)")
+    ap.add_argument("--n-test", type=int, default=2_000)
+    ap.add_argument("--cache-dir", default=None, help="feature cache (default: drprobe's)")
     ap.add_argument("--sklearn-seeds", type=int, default=len(SEEDS),
                     help="seeds of the random selector fitted with scikit-learn (default all)")
     ap.add_argument("--threads", type=int, default=None,
@@ -157,18 +145,13 @@ def main() -> None:
     args = ap.parse_args()
     global THREADS
     THREADS = args.threads
-    if args.features:
-        with np.load(args.features) as z:
-            data = {k: z[k] for k in ("X_train", "y_train", "X_val", "y_val", "X_test", "y_test")}
-        source = f"npz:{args.features.name}"
-    else:
-        data, source = synthetic(), "synthetic stand-in (Gaussian clusters, random ReLU map)"
+    data, source = real_features(args.n_train, args.n_test, args.cache_dir)
     d = data["X_train"].shape[1]
     shapes = {k: list(v.shape) for k, v in data.items()}
     print(f"features: {source}; shapes {shapes}; threads {THREADS or 'library default'}")
 
-    grid_fams, sel_clock = timed(families, data["X_train"], SELECTORS)
-    rand = [f for f in grid_fams if f.selector == "random"][: args.sklearn_seeds]
+    rand, sel_clock = timed(families, data, ("random",))
+    rand = rand[: args.sklearn_seeds]
 
     # (a) side by side, seed by seed (so both see the same machine load): scikit-learn on the
     # 15 subsets of one seed, then the bank on the same family alone; then all seeds batched.
@@ -196,15 +179,15 @@ def main() -> None:
             phase("bank, all seeds, dedupe off", len(bank_nd), nd_clock, sk_clock,
                   dacc(bank_nd)),
         ]
-    # (b) the full grid, and the same with validation early stopping
-    full, full_clock = run_bank(data, grid_fams)
-    early, early_clock = run_bank(data, grid_fams, patience=5)
-    acc_full = {(r.selector, r.seed, r.k): r.test_acc for r in full}
-    rows += [
-        phase("bank, full grid", len(full), full_clock),
-        phase("bank, full grid, patience=5", len(early), early_clock, None,
-              [abs(r.test_acc - acc_full[(r.selector, r.seed, r.k)]) for r in early]),
-    ]
+    # (b) the paper's whole grid for the layer, end to end from cached features: selector
+    # bases, every probe with L2 selection, CKA (linear and debiased), Gini, DR and its CIs.
+    train = np.concatenate([data["X_train"], data["X_val"]])
+    y_train = np.concatenate([data["y_train"], data["y_val"]])
+    grid, grid_clock = timed(
+        analyze_layer, train, y_train, data["X_test"], data["y_test"], selectors=SELECTORS,
+        fractions=PAPER_FRACTIONS, seeds=SEEDS, progress=False,
+        bank=ProbeBank(keep_predictions=True, progress=False, n_threads=THREADS))
+    rows.append(phase("paper grid, analyze_layer", len(grid.results), grid_clock))
     print(f"\n{'run':30s} {'probes':>6s} {'wall s':>7s} {'cpu s':>7s} {'load':>5s} "
           f"{'x wall':>7s} {'x cpu':>6s} {'mean|dacc|':>10s} {'max|dacc|':>9s}")
     for r in rows:
@@ -214,8 +197,8 @@ def main() -> None:
                if "mean_abs_dacc" in r else "")
         print(f"{r['run']:30s} {r['probes']:6d} {r['wall_s']:7.1f} {r['cpu_s']:7.1f} "
               f"{r['load_1min']:5.1f} {sp} {acc}")
-    print(f"(selector bases built in {sel_clock.wall:.1f}s, outside the bank timings; accuracy "
-          "differences in points vs scikit-learn, or vs the full-grid bank for patience=5)")
+    print(f"(random bases built in {sel_clock.wall:.1f}s, outside the (a) timings; accuracy "
+          "differences in points vs scikit-learn)")
 
     figures = {
         "features": source, "shapes": shapes, "d": d, "l2_grid": GRID,
@@ -227,9 +210,8 @@ def main() -> None:
                          "bank_acc": b.test_acc, "sklearn_l2": s["l2"], "bank_l2": b.l2,
                          "sklearn_seconds": s["seconds"], "bank_seconds": b.fit_seconds}
                         for s, b in zip(sk, bank_a)],
-        "b_mean_test_acc": {sel: {k: float(np.mean([r.test_acc for r in full
-                                                    if r.selector == sel and r.k == k]))
-                                  for k in sizes(d)[0]} for sel in SELECTORS},
+        "b_mean_test_acc": grid.results.groupby(["selector", "k"])["test_acc"].mean()
+        .unstack(0).to_dict(),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(figures, indent=1, default=float))
