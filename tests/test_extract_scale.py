@@ -24,7 +24,7 @@ from drprobe.features.batching import (
     resolve_device,
     resolve_precision,
 )
-from drprobe.features.extract import iter_features, preprocess_tensor
+from drprobe.features.extract import iter_features
 from drprobe.sources.layers import PENULTIMATE
 from drprobe.sources.models import ModelBundle, load_model
 from drprobe.sources.transforms import preprocess
@@ -185,17 +185,17 @@ def test_cpu_autocast_bf16_is_close_to_fp32(mnet, rgb):
     lambda r: r[..., :1],                            # grey with a channel axis
     lambda r: r.astype(np.float32) / 255.0,          # float in [0, 1]
 ])
-def test_on_device_preprocessing_matches_preprocess(rgb, make):
+def test_tensor_preprocessing_matches_numpy_preprocessing(rgb, make):
     images = make(rgb)
     mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
     for size in (24, 40, 16):
-        ours = preprocess_tensor(torch.from_numpy(np.array(images)), size, mean, std)
+        ours = preprocess(torch.from_numpy(np.array(images)), size, mean, std)
         torch.testing.assert_close(ours, preprocess(images, size, mean, std))
 
 
-def test_preprocess_tensor_refuses_bad_shapes():
+def test_tensor_preprocessing_refuses_bad_shapes():
     with pytest.raises(InvalidValueError, match="shape"):
-        preprocess_tensor(torch.zeros(2, 8, 8, 2), 8, (0.0,) * 3, (1.0,) * 3)
+        preprocess(torch.zeros(2, 8, 8, 2), 8, (0.0,) * 3, (1.0,) * 3)
 
 
 class _Recorder:

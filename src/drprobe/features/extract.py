@@ -41,9 +41,9 @@ from drprobe.features.batching import (
 from drprobe.sources.adapters.tokens import is_text
 from drprobe.sources.layers import PENULTIMATE, check_pooling, layer_features, resolve_layer
 from drprobe.sources.models import ModelBundle
-from drprobe.sources.transforms import preprocess, resize_center_crop
+from drprobe.sources.transforms import preprocess
 
-__all__ = ["feature_dim", "iter_features", "plan_batches", "preprocess_tensor"]
+__all__ = ["feature_dim", "iter_features", "plan_batches"]
 
 
 def iter_features(
@@ -119,29 +119,10 @@ def iter_features(
     def prepare(batch: np.ndarray) -> torch.Tensor:
         if dev.type == "cpu":
             return preprocess(batch, size, bundle.mean, bundle.std)
-        return preprocess_tensor(upload(torch.from_numpy(np.array(batch)), dev), size,
-                                 bundle.mean, bundle.std)
+        return preprocess(upload(torch.from_numpy(np.array(batch)), dev), size,
+                          bundle.mean, bundle.std)
 
     return _stream(bundle, layer, images, prepare, plan_args, progress, desc, "img")
-
-
-def preprocess_tensor(x: torch.Tensor, size: int, mean: Sequence[float], std: Sequence[float]
-                      ) -> torch.Tensor:
-    """:func:`~drprobe.sources.transforms.preprocess` for a (b, H, W[, 1|3]) tensor already on
-    its device (the GPU path: the uint8 batch is uploaded, then resized and normalised there)."""
-    if x.ndim == 4 and x.shape[-1] == 1:
-        x = x[..., 0]
-    if x.ndim == 3:
-        x = x.unsqueeze(-1).expand(*x.shape, 3)
-    if x.ndim != 4 or x.shape[-1] != 3:
-        raise InvalidValueError(
-            f"images must have shape (b, H, W) grey or (b, H, W, 3) RGB, got {tuple(x.shape)}"
-        )
-    scale = 1.0 if x.is_floating_point() else 255.0
-    x = resize_center_crop(x.permute(0, 3, 1, 2).to(torch.float32) / scale, int(size))
-    m = torch.tensor(mean, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
-    s = torch.tensor(std, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
-    return ((x - m) / s).contiguous()
 
 
 def _pipelined(device: torch.device) -> bool:

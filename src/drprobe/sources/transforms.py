@@ -60,7 +60,8 @@ def preprocess(
     """Turn a batch of images into a model's input.
 
     Args:
-        images: (b, H, W) grey or (b, H, W, 3) RGB; uint8 (0..255) or float in [0, 1].
+        images: (b, H, W) grey or (b, H, W, 3) RGB; uint8 (0..255) or float in [0, 1]; a
+            torch tensor stays on its device (the GPU path uploads uint8, then resizes there).
         size: output side in pixels; non-square images lose the ends of their longer side.
         mean, std: per-channel normalisation in [0, 1] units (3 values each).
 
@@ -72,6 +73,6 @@ def preprocess(
     if len(mean) != 3 or len(std) != 3:
         raise InvalidValueError(f"mean and std need 3 values each, got {mean!r} and {std!r}")
     x = resize_center_crop(_as_float_nchw(images), int(size))
-    m = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
-    s = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
+    m = torch.tensor(mean, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
+    s = torch.tensor(std, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
     return ((x - m) / s).contiguous()
