@@ -228,3 +228,32 @@ def test_accumulator_reads_float16_memmap_and_torch_tensors(tmp_path):
     assert linear_cka(torch.from_numpy(X.astype(np.float32)), X[:, :2]) == pytest.approx(
         linear_cka(X, X[:, :2]), abs=1e-12
     )
+
+
+def _torch_path_matches_numpy_path(device: str) -> None:
+    import torch
+
+    X = np.random.default_rng(7).normal(size=(300, 24)) * np.linspace(0.5, 3, 24) + 4.0
+    subsets = [np.random.default_rng(s).permutation(24)[: 3 + s] for s in range(6)]
+    ref = CrossProductStats.from_array(X, batch_size=64)
+    for batches in (X, torch.from_numpy(X).to(device)):
+        dev = CrossProductStats.from_array(batches, batch_size=64, device=device)
+        assert dev.n == ref.n and dev.d == ref.d
+        np.testing.assert_allclose(dev.subset_cka(subsets), ref.subset_cka(subsets), atol=1e-12)
+        np.testing.assert_allclose(dev.subset_cka_debiased(subsets),
+                                   ref.subset_cka_debiased(subsets), atol=1e-12)
+    # merging a device accumulator into a numpy one is the same state
+    half = CrossProductStats.from_array(X[:150]).merge(
+        CrossProductStats.from_array(X[150:], device=device))
+    np.testing.assert_allclose(half.subset_cka(subsets), ref.subset_cka(subsets), atol=1e-12)
+    direct = [linear_cka(X, X[:, s]) for s in subsets]
+    np.testing.assert_allclose(ref.subset_cka(subsets), direct, atol=1e-10)
+
+
+def test_device_accumulation_through_torch_equals_numpy():
+    _torch_path_matches_numpy_path("cpu")
+
+
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_accumulation_equals_numpy():
+    _torch_path_matches_numpy_path("cuda")

@@ -112,8 +112,10 @@ def analyze_layer(
     ytr, yva = y_train[tr_idx], y_train[va_idx]
     Xte = np.asarray(X_test, dtype=np.float32)
 
+    bank = bank if bank is not None else ProbeBank(keep_predictions=True, progress=progress)
+    cka_device = None if str(bank.device) == "cpu" else bank.device  # cross-products there too
     t0 = time.perf_counter()
-    train_stats = CrossProductStats.from_array(Xtr, debiased=False)  # only PCA uses it
+    train_stats = CrossProductStats.from_array(Xtr, debiased=False, device=cka_device)  # for PCA
     families = [
         make_family(sel, Xtr, ks, seed=seed, y_train=ytr, X_val=Xva, y_val=yva,
                     fractions=fracs, cross=train_stats)
@@ -122,11 +124,10 @@ def analyze_layer(
     ]
     select_seconds = time.perf_counter() - t0
 
-    bank = bank if bank is not None else ProbeBank(keep_predictions=True, progress=progress)
     bank.fit(Xtr, ytr, Xva, yva, families)
     probes = bank.evaluate(Xte, y_test)
 
-    test_stats = CrossProductStats.from_array(Xte)
+    test_stats = CrossProductStats.from_array(Xte, device=cka_device)
     cka = {(f.selector, f.seed): dict(zip(f.ks, test_stats.family_cka(f))) for f in families}
     cka_db = {(f.selector, f.seed): _debiased_family_cka(test_stats, f, Xte) for f in families}
 

@@ -39,6 +39,21 @@ def _as_f64(X: Any, name: str = "X") -> np.ndarray:
     return A
 
 
+def _on_device(X: Any, device: str) -> Any:
+    """X (b, d) as a float64 torch tensor on ``device``."""
+    import torch
+
+    X = X if isinstance(X, torch.Tensor) else torch.from_numpy(np.asarray(X))
+    if X.ndim != 2:
+        raise InvalidValueError(f"X_batch must be a 2-D array (n, d); got shape {tuple(X.shape)}")
+    return X.to(device=device, dtype=torch.float64)
+
+
+def _host(t: Any) -> np.ndarray:
+    """A torch tensor (any device) or array as a float64 numpy array."""
+    return np.asarray(t.cpu() if hasattr(t, "cpu") else t, dtype=np.float64)
+
+
 def _centred_pair(X: Any, Y: Any, min_n: int = 2) -> tuple[np.ndarray, np.ndarray]:
     Xc, Yc = _as_f64(X, "X"), _as_f64(Y, "Y")
     if Xc.shape[0] != Yc.shape[0]:
@@ -189,6 +204,10 @@ class CrossProductStats:
     Two accumulators merge by addition after shifting one to the other's c, so any batching or
     split across workers gives the same state up to rounding.
 
+    ``device`` (e.g. ``"cuda"``): each batch's products, the O(b·d²) part, run in torch float64
+    on that device (a torch batch already there stays there); the d×d state lives in numpy, and
+    every CKA is then read from it on the CPU in O(d²) or less. None: numpy throughout.
+
     Exactness: linear CKA of every coordinate subset S and every projection P is exact from
     C = X_cᵀX_c alone. Debiased CKA of a coordinate subset is exact from C and M_c (M centred):
     with q_i = ‖x_i‖², p_i = ‖x_i[S]‖², Σ_i q_i p_i = Σ_{b∈S} Σ_a M_c[a, b] and Σ_i p_i² =
@@ -196,9 +215,12 @@ class CrossProductStats:
     d×d moment holds, so debiased projection CKA needs the projected data itself.
     """
 
-    def __init__(self, debiased: bool = True, shift: Any | None = None) -> None:
+    def __init__(
+        self, debiased: bool = True, shift: Any | None = None, device: str | None = None
+    ) -> None:
         self.debiased = debiased
         self.shift = shift
+        self.device = device
         self._n = 0
         self._c: np.ndarray | None = None
         self._s1: np.ndarray | None = None
@@ -218,32 +240,37 @@ class CrossProductStats:
 
     def update(self, X_batch: Any) -> CrossProductStats:
         """Add a batch of rows (b, d) (any float dtype, memmap or torch tensor); returns self."""
-        Xb = _as_f64(X_batch, "X_batch")
+        Xb = _as_f64(X_batch, "X_batch") if self.device is None else _on_device(X_batch, self.device)
         if Xb.shape[0] == 0:
             return self
         if self._G is None:
-            self._start(Xb.shape[1], Xb)
+            self._start(Xb.shape[1], _host(Xb.mean(0, keepdim=True)) if self.device else Xb)
         elif Xb.shape[1] != self.d:
             raise InvalidValueError(f"batch has {Xb.shape[1]} columns; this accumulator has {self.d}")
-        Y = Xb - self._c
-        self._n += Y.shape[0]
-        self._s1 += Y.sum(axis=0)
-        self._G += Y.T @ Y
+        Y = Xb - (self._c if self.device is None else _on_device(self._c[None], self.device))
+        parts = [Y.sum(0), Y.T @ Y]
         if self.debiased:
             Y2 = Y * Y
-            self._T += Y2.T @ Y
-            self._M += Y2.T @ Y2
+            parts += [Y2.T @ Y, Y2.T @ Y2]
+        parts = [_host(t) for t in parts]
+        self._n += int(Y.shape[0])
+        self._s1 += parts[0]
+        self._G += parts[1]
+        if self.debiased:
+            self._T += parts[2]
+            self._M += parts[3]
         self._cache.clear()
         return self
 
     @classmethod
     def from_array(
-        cls, X: Any, batch_size: int = 4096, debiased: bool = True, shift: Any | None = None
+        cls, X: Any, batch_size: int = 4096, debiased: bool = True, shift: Any | None = None,
+        device: str | None = None,
     ) -> CrossProductStats:
         """Accumulate X (n, d) in row batches of ``batch_size`` (bounded float64 memory)."""
         if batch_size < 1:
             raise InvalidValueError(f"batch_size must be >= 1; got {batch_size}")
-        stats = cls(debiased=debiased, shift=shift)
+        stats = cls(debiased=debiased, shift=shift, device=device)
         for start in range(0, int(X.shape[0]), batch_size):
             stats.update(X[start:start + batch_size])
         return stats
