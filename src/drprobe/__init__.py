@@ -21,8 +21,10 @@ _EXPORTS = {
     "list_layers": "drprobe.sources.layers",
     "load_dataset": "drprobe.sources.datasets",
     "analyze_layer": "drprobe.experiment.analysis",
-    "StudySpec": "drprobe.experiment.study",
-    "run_study": "drprobe.experiment.study",
+    "ExperimentConfig": "drprobe.experiment.config",
+    "load_config": "drprobe.experiment.config",
+    "run_experiment": "drprobe.experiment.runner",
+    "demo_config": "drprobe.experiment.study",
     "ProbeBank": "drprobe.probes",
     "SubsetFamily": "drprobe.selectors",
     "make_family": "drprobe.selectors",
@@ -35,7 +37,7 @@ _EXPORTS = {
     "DrprobeError": "drprobe.errors",
 }
 
-__all__ = sorted(_EXPORTS) + ["__version__"]
+__all__ = [*sorted(_EXPORTS), "__version__"]  # noqa: PLE0604 (the lazy exports)
 
 
 def __getattr__(name: str) -> Any:

@@ -55,6 +55,18 @@ def _check_xy(X: np.ndarray, y: np.ndarray, what: str) -> None:
         raise InvalidValueError(f"{what} split is empty")
 
 
+def _check_finite(X: np.ndarray, what: str, rows: int = 4096) -> None:
+    """Refuse NaN or infinite features (X (n, d), read ``rows`` rows at a time)."""
+    for lo in range(0, len(X), rows):
+        bad = ~np.isfinite(np.asarray(X[lo:lo + rows]))
+        if bad.any():
+            i, j = np.argwhere(bad)[0]
+            raise InvalidValueError(
+                f"{what} features contain NaN or infinite values (first at row {lo + i}, "
+                f"column {j}); valid: finite numbers"
+            )
+
+
 def analyze_layer(
     X_train: np.ndarray,
     y_train: np.ndarray,
@@ -93,8 +105,8 @@ def analyze_layer(
         raise InvalidValueError(
             f"train and test features differ in width: {X_train.shape[1]} vs {X_test.shape[1]}"
         )
-    if not np.isfinite(np.asarray(X_train[: min(len(X_train), 4096)])).all():
-        raise InvalidValueError("train features contain NaN or infinite values")
+    _check_finite(X_train, "train")
+    _check_finite(X_test, "test")
     unknown = [s for s in selectors if s not in SELECTORS]
     if unknown:
         raise InvalidValueError(

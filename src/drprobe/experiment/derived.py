@@ -116,7 +116,7 @@ def refine_critical_fraction(
     Xte = np.asarray(X_test, np.float32)
     bank = bank if bank is not None else ProbeBank(progress=False)
 
-    @functools.lru_cache(maxsize=None)
+    @functools.cache
     def evaluate(fraction: float) -> float:
         k = max(1, int(np.floor(fraction * d + 1e-9)))
         fams = [make_family("random", Xtr, [k], seed=s) for s in seeds]

@@ -222,7 +222,9 @@ class FeatureCache:
             The published entry (or the one another writer published first).
 
         Raises:
-            CacheError: the batches did not deliver exactly n rows of one width.
+            CacheError: the batches did not deliver exactly n rows of one width, or the entry
+                could not be written (any ``OSError``: no space, read-only folder, ...); the
+                temporary folder is removed either way.
         """
         if dtype not in STORAGE_DTYPES:
             raise unknown("cache dtype", dtype, STORAGE_DTYPES)
@@ -235,9 +237,10 @@ class FeatureCache:
                 f"labels must be ({n},) integers, got {labels.shape} {labels.dtype}"
             )
         key = self.key(parts)
-        self.root.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=self.root))
+        tmp: Path | None = None
         try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=self.root))
             d = self._write_features(tmp / FEATURES_FILE, n, batches, dtype)
             np.save(tmp / LABELS_FILE, labels.astype(np.int64))
             meta = self._meta(tmp, key, parts, n, d, dtype)
@@ -246,8 +249,15 @@ class FeatureCache:
                 _fsync(tmp / name)
             _fsync(tmp)
             return self._publish(tmp, key)
+        except OSError as err:  # disk full, read-only or unwritable folder, ...
+            reason = err.strerror or str(err) or type(err).__name__
+            raise CacheError(
+                f"cannot write feature cache entry under {str(self.root)!r}: {reason}; free "
+                "space or pass another cache folder (--cache-dir or $DRPROBE_CACHE)"
+            ) from err
         finally:
-            shutil.rmtree(tmp, ignore_errors=True)  # no-op once renamed into place
+            if tmp is not None:
+                shutil.rmtree(tmp, ignore_errors=True)  # no-op once renamed into place
 
     def _write_features(
         self, path: Path, n: int, batches: Iterable[np.ndarray], dtype: str

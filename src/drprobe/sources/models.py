@@ -180,5 +180,5 @@ def load_model(
 
 
 # Plugin packages register more specs and prefixes when imported (kept last: they import us).
-from drprobe.sources import adapters as _adapters  # noqa: E402,F401
-from drprobe.sources import zoo as _zoo  # noqa: E402,F401
+from drprobe.sources import adapters as _adapters  # noqa: F401
+from drprobe.sources import zoo as _zoo  # noqa: F401

@@ -1,0 +1,410 @@
+"""Experiment configs: a YAML file (or dict) -> a validated :class:`ExperimentConfig`.
+
+An experiment is a grid: models (each with its weights variants) x datasets x layers, every job
+probing the config's selectors x fractions (or counts) x seeds. Every field is checked before any
+work: unknown fields are refused, names (selectors, model specs, dataset specs, poolings) are
+looked up in their registries without loading weights or touching the network, and each problem
+is reported on one line naming the file, the field path and what would be valid::
+
+    offline.yaml: datasets[1].n_train: must be a positive integer, got -5
+
+Paths in a config (``checkpoint``, ``data_root``, dataset paths) are taken relative to the
+working directory, as on the command line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import types
+import typing
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from drprobe.errors import InvalidValueError
+
+__all__ = ["ConfigError", "DatasetConfig", "ExperimentConfig", "ModelConfig", "ProbeConfig",
+           "Resources", "load_config", "parse_config"]
+
+PositiveInt = Annotated[int, Field(gt=0, strict=True)]
+PRECOMPUTED = "precomputed"  # model spec of a ``features:PATH`` dataset
+DEFAULT_SEEDS = (1, 2, 3)
+DEFAULT_DELTAS = (0.8, 0.9, 0.95, 0.99)
+DEFAULT_L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
+
+
+class ConfigError(InvalidValueError):
+    """An experiment config that cannot be read or is invalid (one line: file, field, problem)."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _unique(values: list, what: str, hint: str = "") -> list:
+    dup = [v for i, v in enumerate(values) if v in values[:i]]
+    if dup:
+        raise ValueError(f"{what} {dup[0]!r} is listed twice{hint}")
+    return values
+
+
+def _in_unit(value: float, closed: bool) -> float:
+    if not (0 < value < 1 or (closed and value == 1)):
+        raise ValueError(f"must be in (0, 1{']' if closed else ')'}, got {value!r}")
+    return value
+
+
+#: A fraction in (0, 1] (fractions of neurons, deltas) and one in (0, 1) (validation share).
+UnitFraction = Annotated[float, AfterValidator(lambda v: _in_unit(v, True))]
+OpenFraction = Annotated[float, AfterValidator(lambda v: _in_unit(v, False))]
+
+
+class ModelConfig(_Strict):
+    """One network: its spec, which weights to probe and, optionally, a checkpoint file.
+
+    ``weights``: ``pretrained`` (the packaged weights, or ``checkpoint`` when given) and/or
+    ``random`` (the seeded random-init twin, seed ``init_seed``). ``name``: the label used in
+    results and job ids (default: the spec). ``layers``: overrides the experiment's layers.
+    """
+
+    spec: str
+    weights: list[Literal["pretrained", "random"]] = Field(
+        default_factory=lambda: ["pretrained", "random"], min_length=1)
+    init_seed: int = Field(0, strict=True)
+    checkpoint: str | None = None
+    format: str = "auto"
+    trust_checkpoint: bool = False
+    name: str | None = Field(None, min_length=1)
+    layers: list[Annotated[str, Field(min_length=1)]] | None = Field(None, min_length=1)
+
+    @field_validator("spec")
+    @classmethod
+    def _known_spec(cls, spec: str) -> str:
+        if spec == PRECOMPUTED:
+            return spec
+        from drprobe.sources import models
+
+        canonical = models.canonical_spec(spec)
+        prefix = canonical.split(":", 1)[0]
+        if canonical not in models.available_models() and prefix not in models._PREFIXES:
+            valid = sorted(models.available_models()) + [f"{p}:NAME" for p in
+                                                        sorted(models._PREFIXES)]
+            raise ValueError(f"unknown model {spec!r}; valid choices: {', '.join(valid)}, "
+                             f"{PRECOMPUTED} (with a features:PATH dataset)")
+        return canonical
+
+    @field_validator("weights")
+    @classmethod
+    def _distinct_weights(cls, weights: list[str]) -> list[str]:
+        return _unique(weights, "weights")
+
+    @model_validator(mode="after")
+    def _precomputed_has_one_variant(self) -> ModelConfig:
+        if self.spec == PRECOMPUTED and self.weights != ["pretrained"]:
+            raise ValueError("precomputed features have no random twin; use weights: [pretrained]")
+        return self
+
+    @property
+    def label(self) -> str:
+        """The model's name in results: ``name`` if given, else the spec."""
+        return self.name or self.spec
+
+
+class DatasetConfig(_Strict):
+    """One downstream task: a dataset spec (``drprobe datasets``, ``PREFIX:PATH``) and its sizes.
+
+    ``n_train`` / ``n_test``: stratified subsamples (None = the whole split; 10% of train, by
+    default, becomes validation). ``image_size``: input side in pixels (None = the model's).
+    ``label``: its name in results and job ids (default: the spec).
+    """
+
+    name: str
+    n_train: PositiveInt | None = None
+    n_test: PositiveInt | None = None
+    image_size: PositiveInt | None = None
+    data_root: str | None = None
+    label: str | None = Field(None, min_length=1)
+
+    @field_validator("name")
+    @classmethod
+    def _known_dataset(cls, name: str) -> str:
+        from drprobe.errors import DrprobeError
+        from drprobe.sources import datasets
+
+        try:
+            key, path, _options = datasets.parse_spec(name)
+        except DrprobeError as err:
+            raise ValueError(str(err)) from None
+        known = (key in datasets.DATASETS if path is None
+                 else key in datasets.PREFIXES or key == datasets.PRECOMPUTED_PREFIX)
+        if not known:
+            forms = ", ".join(datasets.PREFIX_FORMS)
+            raise ValueError(f"unknown dataset {name!r}; valid choices: "
+                             f"{', '.join(datasets.available_datasets())}; or {forms}")
+        return name
+
+    @property
+    def display(self) -> str:
+        """The dataset's name in results: ``label`` if given, else the spec."""
+        return self.label or self.name
+
+
+class ProbeConfig(_Strict):
+    """Probe-bank settings (:class:`drprobe.probes.ProbeBank`) and the validation split."""
+
+    tol: float = Field(1e-3, gt=0)
+    max_steps: PositiveInt = 300
+    l2_grid: list[Annotated[float, Field(gt=0)]] = Field(
+        default_factory=lambda: list(DEFAULT_L2_GRID), min_length=1)
+    patience: PositiveInt | None = None
+    val_fraction: OpenFraction = 0.1
+
+
+class Resources(_Strict):
+    """What one job asks of a Ray cluster (ignored by the local executor)."""
+
+    cpus: float = Field(1.0, gt=0)
+    gpus: float = Field(0.0, ge=0)
+
+
+class ExperimentConfig(_Strict):
+    """A whole experiment. See ``configs/`` for examples and the module docstring for rules.
+
+    ``device``: where features are extracted and probes trained (``cpu``; ``auto`` picks CUDA
+    when a job's machine has it). ``resources``: what one job asks of a Ray cluster.
+    """
+
+    name: Annotated[str, Field(min_length=1)]
+    description: str = ""
+    models: list[ModelConfig] = Field(min_length=1)
+    layers: list[Annotated[str, Field(min_length=1)]] = Field(
+        default_factory=lambda: ["penultimate"], min_length=1)
+    pooling: str = "avg"
+    datasets: list[DatasetConfig] = Field(min_length=1)
+    selectors: list[str] = Field(default_factory=lambda: ["random"], min_length=1)
+    fractions: list[UnitFraction] | None = Field(None, min_length=1)
+    counts: list[PositiveInt] | None = Field(None, min_length=1)
+    seeds: list[Annotated[int, Field(strict=True)]] = Field(
+        default_factory=lambda: list(DEFAULT_SEEDS), min_length=1)
+    protocol: Literal["cached", "faithful"] = "cached"
+    deltas: list[UnitFraction] = Field(
+        default_factory=lambda: list(DEFAULT_DELTAS), min_length=1)
+    probe: ProbeConfig = Field(default_factory=ProbeConfig)
+    device: str = "cpu"
+    resources: Resources = Field(default_factory=Resources)
+
+    @field_validator("device")
+    @classmethod
+    def _device_form(cls, device: str) -> str:
+        if not re.fullmatch(r"cpu|auto|mps|cuda(:\d+)?", device):
+            raise ValueError(f"unknown device {device!r}; valid choices: cpu, auto (CUDA if "
+                             "present), cuda, cuda:N, mps")
+        return device
+
+    @field_validator("pooling")
+    @classmethod
+    def _known_pooling(cls, pooling: str) -> str:
+        from drprobe.sources.layers import POOLINGS, TOKEN_POOLINGS
+
+        valid = sorted(set(POOLINGS) | set(TOKEN_POOLINGS))
+        if pooling not in valid:
+            raise ValueError(f"unknown pooling {pooling!r}; valid choices: {', '.join(valid)}")
+        return pooling
+
+    @field_validator("selectors")
+    @classmethod
+    def _known_selectors(cls, selectors: list[str]) -> list[str]:
+        from drprobe.selectors import SELECTORS
+
+        for s in selectors:
+            if s not in SELECTORS:
+                raise ValueError(f"unknown selector {s!r}; valid choices: "
+                                 f"{', '.join(sorted(SELECTORS))}")
+        return _unique(selectors, "selector")
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, seeds: list[int]) -> list[int]:
+        return _unique(seeds, "seed")
+
+    @model_validator(mode="after")
+    def _grid_is_well_formed(self) -> ExperimentConfig:
+        if self.fractions is not None and self.counts is not None:
+            raise ValueError("give fractions or counts, not both")
+        _unique([m.label for m in self.models], "model",
+                "; give each a distinct `name`")
+        _unique([d.display for d in self.datasets], "dataset",
+                "; give each a distinct `label`")
+        precomputed = [m.spec == PRECOMPUTED for m in self.models]
+        features = [d.name.startswith("features:") for d in self.datasets]
+        if (any(precomputed) or any(features)) and not (all(precomputed) and all(features)):
+            raise ValueError("model 'precomputed' goes with features:PATH datasets only, "
+                             "and features:PATH datasets with model 'precomputed' only")
+        return self
+
+    def layers_of(self, model: ModelConfig) -> list[str]:
+        """The layers probed on ``model`` (its own list, else the experiment's)."""
+        return list(model.layers or self.layers)
+
+    def canonical(self) -> dict[str, Any]:
+        """The resolved config as plain data (every default filled in)."""
+        return self.model_dump(mode="json")
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What decides the results: the resolved config without ``resources``/``description``."""
+        data = self.canonical()
+        data.pop("resources")
+        data.pop("description")
+        return data
+
+    def run_id(self) -> str:
+        """A short content hash of :meth:`fingerprint`: same grid, same id."""
+        import hashlib
+
+        blob = json.dumps(self.fingerprint(), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:12]
+
+    def to_yaml(self) -> str:
+        """The resolved config as YAML (what ``out/config.yaml`` holds)."""
+        return yaml.safe_dump(self.canonical(), sort_keys=False)
+
+
+# ------------------------------------------------------------------------- error messages
+
+
+def _args(annotation: Any) -> tuple:
+    """The inner types of ``list[X]``, ``X | None``, ``Annotated[X, ...]`` (else ``()``)."""
+    origin = typing.get_origin(annotation)
+    if origin is Annotated:
+        return typing.get_args(annotation)[:1]
+    if origin in (list, Union, types.UnionType):
+        return tuple(a for a in typing.get_args(annotation) if a is not type(None))
+    return ()
+
+
+def _base(annotation: Any, want: Any) -> Any:
+    """The first type inside ``annotation`` (searched through :func:`_args`) matching ``want``."""
+    if want(annotation):
+        return annotation
+    for arg in _args(annotation):
+        found = _base(arg, want)
+        if found is not None:
+            return found
+    return None
+
+
+def _is_model(t: Any) -> bool:
+    return isinstance(t, type) and issubclass(t, BaseModel)
+
+
+def _annotation_at(loc: tuple) -> Any:
+    """The annotation of the field at ``loc`` (list items for integer parts), or None."""
+    current: Any = ExperimentConfig
+    for part in loc:
+        if isinstance(part, int):
+            current = _base(current, lambda t: typing.get_origin(t) is list)
+            current = typing.get_args(current)[0] if current is not None else None
+            continue
+        model = _base(current, _is_model)
+        if model is None or part not in model.model_fields:
+            return None
+        current = model.model_fields[part].annotation
+    return current
+
+
+def _fields_at(loc: tuple) -> list[str]:
+    """The valid field names of the object at ``loc`` (a pydantic error location)."""
+    model = _base(_annotation_at(loc), _is_model)
+    return list(model.model_fields) if model is not None else []
+
+
+def _interval(ctx: dict) -> str:
+    low = f"({ctx['gt']}" if "gt" in ctx else (f"[{ctx['ge']}" if "ge" in ctx else None)
+    high = f"{ctx['lt']})" if "lt" in ctx else (f"{ctx['le']}]" if "le" in ctx else None)
+    if low and high:
+        return f"in {low}, {high}"
+    if low:
+        return f"{'>' if low[0] == '(' else '>='} {low[1:]}"
+    return f"{'<' if high[-1] == ')' else '<='} {high[:-1]}"
+
+
+def _path(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _message(err: dict) -> tuple[tuple, str]:
+    """(location, one-line message) for one pydantic error."""
+    kind, loc, got, ctx = err["type"], tuple(err["loc"]), err.get("input"), err.get("ctx", {})
+    if kind == "extra_forbidden":
+        return loc, f"unknown field; valid fields: {', '.join(_fields_at(loc[:-1]))}"
+    if kind == "missing":
+        return loc, "required field is missing"
+    if kind in ("int_type", "int_parsing", "int_from_float"):
+        return loc, f"must be an integer, got {got!r}"
+    if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+        is_int = _base(_annotation_at(loc), lambda t: t is int) is not None
+        if is_int and ctx.get("gt") == 0:
+            return loc, f"must be a positive integer, got {got!r}"
+        return loc, f"must be {_interval(ctx)}, got {got!r}"
+    if kind == "literal_error":
+        return loc, f"must be one of {ctx.get('expected')}, got {got!r}"
+    if kind == "too_short":
+        return loc, "must not be empty"
+    if kind in ("value_error", "assertion_error"):
+        return loc, str(ctx.get("error", err["msg"]))
+    return loc, f"{err['msg'][0].lower()}{err['msg'][1:]}, got {got!r}"
+
+
+def parse_config(data: Any, source: str = "config") -> ExperimentConfig:
+    """Validate plain data (as read from YAML) into an :class:`ExperimentConfig`.
+
+    Raises:
+        ConfigError: one line ``SOURCE: FIELD.PATH: problem`` for the first problem found.
+    """
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: an experiment config must be a mapping of fields "
+                          f"(name, models, datasets, ...), got {type(data).__name__}")
+    try:
+        return ExperimentConfig.model_validate(data)
+    except ValidationError as err:
+        first = err.errors(include_url=False)[0]
+        loc, msg = _message(first)
+        raise ConfigError(f"{source}: {_path(loc)}: {msg}") from None
+
+
+def load_config(path: str | os.PathLike) -> ExperimentConfig:
+    """Read and validate a YAML experiment config (see :func:`parse_config`).
+
+    Raises:
+        ConfigError: missing file, malformed YAML (file, line and column) or an invalid field.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except (IsADirectoryError, UnicodeDecodeError, PermissionError) as err:
+        raise ConfigError(f"{path}: cannot read the config ({type(err).__name__})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"{path}: {where}malformed YAML: {problem}") from None
+    return parse_config(data, str(path))

@@ -1,0 +1,172 @@
+"""``drprobe report``: every figure of a run folder as files, and one self-contained HTML page.
+
+:func:`build_report` reads the run (per-probe results through DuckDB, ``summary.csv``,
+``efficiency.csv``, ``config.yaml``; the tables are rebuilt from the results when absent), draws
+the figures in memory, and only then writes them (each file through a temporary name and a
+rename) and ``report.html`` last, so a failure leaves no half-written report.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import pandas as pd
+from tqdm.auto import tqdm
+
+from drprobe.errors import InvalidValueError
+from drprobe.experiment.query import query, result_parts, run_table
+from drprobe.report.compare import COMPARE_FIGURES
+from drprobe.report.figures import FRACTION_FIGURES, FigureSkipped
+from drprobe.report.html import FigureEntry, Skipped, render_page
+from drprobe.report.tables import (
+    JOB,
+    dr_table,
+    efficiency_from_results,
+    fairness_table,
+    model_table,
+    run_meta,
+    summary_from_results,
+)
+
+FORMATS = ("png", "pdf", "svg")
+DPI = 100
+DR_NOTE = ("DR_δ = 1 − f*_δ, f*_δ the smallest fraction whose mean accuracy reaches δ × the "
+           "full-layer accuracy; CI: bootstrap interval; k*: the critical mass in neurons.")
+FAIRNESS_NOTE = ("Does the Gini coefficient of per-class accuracy rise as the fraction falls? "
+                 "Spearman rho per seed, sign test and Wilcoxon test against the full layer.")
+MODEL_NOTE = ("One row per model, weights, layer and dataset, headline selector; full_*: the "
+              "full-layer probe.")
+
+
+def parse_formats(formats: str | Sequence[str]) -> tuple[str, ...]:
+    """``"png,pdf"`` or ``["png", "pdf"]`` → ``("png", "pdf")``; one-line error otherwise."""
+    items = formats.split(",") if isinstance(formats, str) else list(formats)
+    out = tuple(dict.fromkeys(f.strip().lower().lstrip(".") for f in items if f.strip()))
+    bad = [f for f in out if f not in FORMATS]
+    if bad or not out:
+        raise InvalidValueError(f"unknown figure format {(bad or [formats])[0]!r}; valid choices: "
+                                f"{', '.join(FORMATS)} (comma-separated)")
+    return out
+
+
+def slug(text: str) -> str:
+    """A file-name-safe form of a dataset name."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", str(text)).strip("-") or "dataset"
+
+
+def load_tables(run: Path, results: pd.DataFrame) -> tuple[dict, dict[str, str]]:
+    """The summary and efficiency tables (read, or rebuilt from ``results``) and their sources."""
+    tables, sources = {}, {}
+    for name, rebuild in (("summary", summary_from_results),
+                          ("efficiency", efficiency_from_results)):
+        table = run_table(run, name)
+        keys = [k for k in JOB if k in results and results[k].nunique() > 1]
+        if table is not None and not table.empty and all(k in table for k in keys):
+            where = f"{name}.csv" if (run / f"{name}.csv").is_file() else f"{name}/*.parquet"
+            tables[name], sources[name] = table, where
+        else:
+            tables[name], sources[name] = rebuild(results), "rebuilt from the per-probe results"
+    return tables, sources
+
+
+def _render(fig, fmt: str) -> bytes:
+    buf = io.BytesIO()
+    metadata = {"CreationDate": None} if fmt == "pdf" else None
+    fig.savefig(buf, format=fmt, dpi=DPI, metadata=metadata)
+    return buf.getvalue()
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _jobs(results: pd.DataFrame, tables: dict) -> list[tuple]:
+    """(name, title, caption, draw) for every figure of the run, in page order."""
+    jobs = []
+    datasets = list(dict.fromkeys(results["dataset"]))
+    for name, title, func, caption in FRACTION_FIGURES:
+        for ds in datasets:
+            sub = results[results["dataset"] == ds]
+            jobs.append((f"{name}-{slug(ds)}", f"{title}: {ds}", caption,
+                         lambda f=func, s=sub: f(s)))
+    for name, title, func, source, caption in COMPARE_FIGURES:
+        jobs.append((name, title, caption, lambda f=func, t=tables[source]: f(t)))
+    return jobs
+
+
+def build_report(
+    run: str | os.PathLike,
+    out: str | os.PathLike | None = None,
+    *,
+    formats: str | Sequence[str] = ("png", "pdf"),
+    progress: bool = True,
+) -> Path:
+    """Draw every figure of ``run`` into ``out`` (default ``run/report``) and write the page.
+
+    Files: ``<figure>.<fmt>`` for each drawn figure and format, and ``report.html`` with the
+    figures embedded as PNG data URIs, the DR table, the per-model table and the run metadata.
+    Figures the run has no data for are listed on the page with the reason, not drawn.
+
+    Returns:
+        The path of ``report.html``.
+    """
+    fmts = parse_formats(formats)
+    run = Path(run)
+    result_parts(run)  # a one-line error if run is not a run folder
+    out = Path(out) if out is not None else run / "report"
+    if out.exists() and not out.is_dir():
+        raise InvalidValueError(f"output folder {str(out)!r} exists and is a file; pass a folder")
+    results = query(run, "SELECT * FROM results")
+    tables, sources = load_tables(run, results)
+
+    drawn: list[tuple[FigureEntry, dict[str, bytes]]] = []
+    skipped: list[Skipped] = []
+    jobs = _jobs(results, tables)
+    for name, title, caption, draw in tqdm(jobs, desc="report", disable=not progress,
+                                           unit="figure"):
+        try:
+            fig = draw()
+        except FigureSkipped as why:
+            skipped.append(Skipped(name, title, str(why)))
+            continue
+        try:
+            files = {fmt: _render(fig, fmt) for fmt in fmts}
+            png = files["png"] if "png" in files else _render(fig, "png")
+        finally:
+            plt.close(fig)
+        entry = FigureEntry(name, title, caption, png, [f"{name}.{fmt}" for fmt in fmts])
+        drawn.append((entry, files))
+
+    config = run / "config.yaml"
+    page_tables = [("Diffused redundancy", dr_table(tables["summary"]), DR_NOTE),
+                   ("Models and layers", model_table(results, tables["summary"]), MODEL_NOTE)]
+    fairness = run_table(run, "fairness")
+    if fairness is not None and not fairness.empty:
+        page_tables.append(("Fairness trend", fairness_table(fairness), FAIRNESS_NOTE))
+    page = render_page(
+        f"drprobe report: {run.resolve().name}",
+        run_meta(run.resolve().name, results, sources),
+        page_tables,
+        [entry for entry, _ in drawn], skipped,
+        config.read_text() if config.is_file() else None,
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    for entry, files in drawn:
+        for fmt, data in files.items():
+            _write_atomic(out / f"{entry.name}.{fmt}", data)
+    page_path = out / "report.html"
+    _write_atomic(page_path, page.encode("utf-8"))
+    return page_path

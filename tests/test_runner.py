@@ -1,0 +1,168 @@
+"""The runner end to end on real MobileNetV2 weights and scikit-learn digits, at a tiny scale:
+parts and tables, skipping finished jobs, the demo through the same runner, extract + probe."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from drprobe.cli import main
+from drprobe.errors import InvalidValueError
+from drprobe.experiment.config import parse_config
+from drprobe.experiment.jobs import KEY_COLUMNS, TIMING_COLUMNS
+from drprobe.experiment.runner import run_experiment
+from drprobe.experiment.store import read_results
+
+TINY = {
+    "name": "tiny",
+    "models": [{"spec": "builtin:mobilenet_v2", "weights": ["pretrained", "random"]}],
+    "layers": ["features.14"],
+    "datasets": [{"name": "digits", "n_train": 400, "n_test": 200, "image_size": 32}],
+    "fractions": [0.1, 0.5],
+    "seeds": [1, 2],
+}
+JOBS = ["mobilenet_v2-pretrained-digits-features.14", "mobilenet_v2-random-digits-features.14"]
+TABLES = ("summary.csv", "summary.md", "efficiency.csv", "fairness.csv")
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, feature_cache):
+    out = tmp_path_factory.mktemp("runner") / "run"
+    output = run_experiment(parse_config(TINY), out, cache_dir=feature_cache, progress=False)
+    return out, output
+
+
+def test_parts_tables_and_run_files(tiny_run):
+    out, output = tiny_run
+    assert output.ran == JOBS and output.skipped == []
+    plan = json.loads((out / "plan.json").read_text())
+    assert [j["id"] for j in plan["jobs"]] == JOBS
+    assert (out / "config.yaml").read_text().startswith("name: tiny")
+    for kind in ("results", "summary", "timings"):
+        assert sorted(p.stem for p in (out / kind).glob("*.parquet")) == sorted(JOBS)
+    for name in (*TABLES, "accuracy.png", "cka.png", "gini.png"):
+        assert (out / name).stat().st_size > 0, name
+
+    results = read_results(out / "results")
+    # 2 weights x 2 seeds x 3 subset sizes (0.1, 0.5 and the full layer)
+    assert len(results) == 2 * 2 * 3
+    assert set(results["k"]) == {16, 80, 160} and set(results["d"]) == {160}
+    assert not set(TIMING_COLUMNS) & set(results.columns)
+    assert results["test_acc"].between(0, 1).all()
+    pd.testing.assert_frame_equal(results, output.results)
+    timings = pd.concat([pd.read_parquet(p) for p in sorted((out / "timings").glob("*"))])
+    assert list(timings.columns) == KEY_COLUMNS + TIMING_COLUMNS
+    joined = results.merge(timings, on=KEY_COLUMNS, how="left", validate="one_to_one")
+    assert joined["fit_seconds"].notna().all() and (joined["fit_seconds"] >= 0).all()
+
+    summary = pd.read_csv(out / "summary.csv")
+    assert list(summary.groupby(["weights"], sort=False).size().index) == ["pretrained", "random"]
+    assert set(summary["delta"]) == {0.8, 0.9, 0.95, 0.99}
+    full = results[results["k"] == 160].groupby("weights")["test_acc"].mean()
+    acc = summary.groupby("weights")["full_acc"].first()
+    assert acc.to_dict() == pytest.approx(full.to_dict())
+    assert full["pretrained"] > full["random"]  # ImageNet features beat the random twin
+    eff = pd.read_csv(out / "efficiency.csv")
+    assert set(eff["weights"]) == {"pretrained", "random"} and eff["on_frontier"].any()
+
+
+def test_second_run_skips_every_job_and_tables_are_identical(tiny_run, feature_cache,
+                                                             monkeypatch):
+    from drprobe import features
+    from drprobe.experiment import analysis
+
+    out, _ = tiny_run
+    before = {name: (out / name).read_bytes() for name in TABLES}
+    parts = {p: p.read_bytes() for p in (out / "results").glob("*.parquet")}
+
+    def recompute(*args, **kwargs):
+        raise AssertionError("a finished job was computed again")
+
+    monkeypatch.setattr(analysis, "analyze_layer", recompute)
+    monkeypatch.setattr(features, "iter_features", recompute)
+    # what a killed run leaves: temporary parts/tables and a half-written cache entry
+    stale = [out / "results" / f".{JOBS[0]}.parquet.tmp-999999", out / ".summary.csv.tmp-999999",
+             feature_cache / ".tmp-killed" / "features.npy"]
+    for path in stale:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"partial")
+    again = run_experiment(parse_config(TINY), out, cache_dir=feature_cache, progress=False)
+    assert again.ran == [] and again.skipped == JOBS
+    assert not any(p.exists() for p in stale) and not (feature_cache / ".tmp-killed").exists()
+    assert {name: (out / name).read_bytes() for name in TABLES} == before
+    assert {p: p.read_bytes() for p in parts} == parts
+
+
+def test_a_different_config_is_refused(tiny_run, feature_cache):
+    out, _ = tiny_run
+    listing = sorted(p.name for p in out.rglob("*"))
+    other = {**TINY, "seeds": [1, 2, 3]}
+    with pytest.raises(InvalidValueError, match="holds a different experiment"):
+        run_experiment(parse_config(other), out, cache_dir=feature_cache, progress=False)
+    assert sorted(p.name for p in out.rglob("*")) == listing
+
+
+def test_demo_goes_through_the_runner_and_prints_the_table(tmp_path, feature_cache, capsys):
+    out = tmp_path / "demo"
+    argv = ["demo", "--out", str(out), "--cache-dir", str(feature_cache), "--dataset", "digits",
+            "--n-train", "400", "--n-test", "200", "--image-size", "32", "--layers",
+            "features.14", "--fractions", "0.1,0.5,1", "--seeds", "1,2", "--no-progress"]
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert "Diffused redundancy of builtin:mobilenet_v2 on digits (360 train / 40 val / 200 test)" \
+        in text
+    header = next(line for line in text.splitlines() if "full_acc" in line).split()
+    assert header == ["model", "weights", "layer", "dataset", "selector", "d", "full_acc",
+                      "DR_0.8", "CI_0.8", "k*_0.8", "DR_0.9", "CI_0.9", "k*_0.9", "DR_0.95",
+                      "CI_0.95", "k*_0.95"]
+    rows = [line.split() for line in text.splitlines() if line.startswith("builtin:")]
+    assert [r[1] for r in rows] == ["pretrained", "random"]
+    # the demo is the tiny config with the quickstart's name and deltas: same numbers
+    demo = pd.read_csv(out / "summary.csv")
+    assert (out / "config.yaml").read_text().startswith("name: quickstart")
+    assert len(demo) == 2 * 4 and demo["full_acc"].between(0, 1).all()
+    # `drprobe run` of the demo's resolved config into the demo folder has nothing left to do
+    assert main(["run", str(out / "config.yaml"), "--out", str(out), "--cache-dir",
+                 str(feature_cache), "--no-progress"]) == 0
+    assert "ran 0 job(s), 2 already complete" in capsys.readouterr().out
+
+
+def test_extract_then_probe_with_counts(tmp_path, feature_cache, capsys, tiny_run):
+    entries = sorted(feature_cache.glob("*/*/meta.json"))
+    npz = tmp_path / "f14.npz"
+    common = ["builtin:mobilenet_v2", "features.14", "digits", "--image-size", "32",
+              "--cache-dir", str(feature_cache), "--out", str(npz), "--no-progress"]
+    assert main(["extract", *common, "--split", "train", "--n", "400"]) == 0
+    assert main(["extract", *common, "--split", "test", "--n", "200"]) == 0
+    text = capsys.readouterr().out
+    assert "200 x 160 float32, 10 classes" in text
+    # the tiny run already cached these two entries: extract found them, made none
+    assert sorted(feature_cache.glob("*/*/meta.json")) == entries
+    printed = [line.split("entry: ")[1] for line in text.splitlines() if "entry: " in line]
+    assert all((feature_cache / p).resolve() in {e.parent.resolve() for e in entries}
+               for p in printed)
+    with np.load(npz) as arrays:
+        assert sorted(arrays.files) == ["X_test", "X_train", "y_test", "y_train"]
+        assert arrays["X_train"].shape == (400, 160) and arrays["y_test"].shape == (200,)
+
+    out = tmp_path / "probe"
+    assert main(["probe", str(npz), "--layer", "features.14", "--counts", "8,32,160",
+                 "--seeds", "1", "--out", str(out), "--no-progress"]) == 0
+    assert "Diffused redundancy of" in capsys.readouterr().out
+    results = read_results(out / "results")
+    assert sorted(set(results["k"])) == [8, 32, 160]
+    assert set(results["layer"]) == {"features.14"} and set(results["n_test"]) == {200}
+    assert results.loc[results["k"] == 160, "test_acc"].iloc[0] > 0.8
+    assert (out / "summary.csv").exists() and (out / "accuracy.png").exists()
+
+
+def test_a_folder_of_other_files_is_refused(tmp_path, feature_cache):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    with pytest.raises(InvalidValueError, match="holds no drprobe run.*notes.txt"):
+        run_experiment(parse_config(TINY), out, cache_dir=feature_cache, progress=False)
+    assert [p.name for p in out.iterdir()] == ["notes.txt"]
