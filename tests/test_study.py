@@ -90,6 +90,41 @@ def test_second_run_reuses_feature_cache(demo_run, feature_cache, tmp_path, monk
     assert len(read_results(out / "results")) == 2 * 2 * 2
 
 
+@pytest.mark.slow
+def test_default_demo_meets_the_foundation_claims(tmp_path, capsys):
+    """`drprobe demo` with every default (10k / 2k Fashion-MNIST at 64 px, 10 fractions, 3
+    seeds), as the README's first command runs it: the pretrained penultimate layer reaches
+    0.80 and beats its random-init twin, the curve rises within seed noise, and the printed DR
+    table is the one the curves give. About 2 minutes on 2 cores."""
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--cache-dir", str(tmp_path / "cache"),
+                 "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    results = read_results(out / "results")
+    assert sorted(set(results["fraction"])) == [0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5,
+                                                 0.8, 1.0]
+    assert set(results["seed"]) == {1, 2, 3} and set(results["n_test"]) == {2000}
+    pen = results[results["layer"] == "penultimate"]
+    full = pen[pen["fraction"] == 1.0].groupby("weights")["test_acc"].mean()
+    assert full["pretrained"] >= 0.80 and full["pretrained"] > full["random"] + 0.1
+    for weights, df in pen.groupby("weights"):
+        by_seed = df.pivot_table(index="fraction", columns="seed", values="test_acc")
+        mean, spread = by_seed.mean(axis=1), by_seed.max(axis=1) - by_seed.min(axis=1)
+        # each step up in fraction loses at most the seed spread (plus 0.5 point)
+        drops = mean.shift(1) - mean
+        assert (drops.iloc[1:] <= spread.iloc[1:] + spread.shift(1).iloc[1:] + 0.005).all(), (
+            weights, mean.round(4).tolist())
+    summary = pd.read_csv(out / "summary.csv")
+    for _, row in summary.iterrows():
+        df = results[(results["weights"] == row["weights"]) & (results["layer"] == row["layer"])]
+        curve = df.groupby("fraction")["test_acc"].mean()
+        first = min(f for f, acc in curve.items() if acc >= row["delta"] * row["full_acc"])
+        assert row["f_star"] == pytest.approx(first), (row["weights"], row["layer"], row["delta"])
+    table = summary_table(summary)
+    row = table[(table["weights"] == "pretrained") & (table["layer"] == "penultimate")].iloc[0]
+    assert f"{row['full_acc']:.4f}" in printed and (out / "accuracy.png").stat().st_size > 0
+
+
 def test_store_roundtrip_and_atomic(tmp_path):
     df = pd.DataFrame({"a": [1, 2], "per_class_acc": [[0.1, 0.2], [0.3, 0.4]]})
     path = write_part(df, tmp_path / "r", "job")
