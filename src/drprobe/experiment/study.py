@@ -13,6 +13,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from drprobe.errors import InvalidValueError
@@ -95,24 +96,32 @@ def build_tables(
     return results, summary
 
 
-def summary_table(summary: pd.DataFrame, deltas: tuple[float, ...] = (0.8, 0.9, 0.95)) -> pd.DataFrame:
-    """Wide table: one row per (model, weights, layer, selector) with full accuracy, DR and k*.
+def summary_table(
+    summary: pd.DataFrame, deltas: tuple[float, ...] | None = (0.8, 0.9, 0.95)
+) -> pd.DataFrame:
+    """Wide table: one row per (model, weights, layer, dataset, selector) with d, full accuracy,
+    then DR, its CI and k* per delta.
 
-    Only the ``deltas`` the summary holds are shown (all of its deltas if it holds none of them).
+    ``deltas``: the ones to show, among those the summary holds (all of its deltas if it holds
+    none of them, or if None). A missing CI or k* shows as "—".
     """
     present = sorted({round(float(v), 6) for v in summary["delta"]})
-    deltas = tuple(d for d in deltas if round(d, 6) in present) or tuple(present)
+    wanted = [d for d in (deltas or ()) if round(d, 6) in present]
     keys = [c for c in ("model", "weights", "layer", "dataset", "selector") if c in summary]
     rows = []
     for key, df in summary.groupby(keys, sort=False):
         row = dict(zip(keys, key))
         row["d"] = int(df["d"].iloc[0])
         row["full_acc"] = round(float(df["full_acc"].iloc[0]), 4)
-        for delta in deltas:
-            r = df[df["delta"].round(6) == round(delta, 6)].iloc[0]
+        for delta in wanted or present:
+            hit = df[df["delta"].round(6) == round(delta, 6)]
+            if hit.empty:
+                continue
+            r = hit.iloc[0]
+            ci = pd.isna(r.get("dr_low", np.nan)) or pd.isna(r.get("dr_high", np.nan))
             row[f"DR_{delta:g}"] = round(float(r["dr"]), 3)
-            row[f"CI_{delta:g}"] = f"[{r['dr_low']:.2f}, {r['dr_high']:.2f}]"
-            row[f"k*_{delta:g}"] = None if pd.isna(r["k_star"]) else int(r["k_star"])
+            row[f"CI_{delta:g}"] = "—" if ci else f"[{r['dr_low']:.2f}, {r['dr_high']:.2f}]"
+            row[f"k*_{delta:g}"] = "—" if pd.isna(r["k_star"]) else int(r["k_star"])
         rows.append(row)
     return pd.DataFrame(rows)
 

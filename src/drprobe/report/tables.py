@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from drprobe.experiment.derived import efficiency_table
+from drprobe.experiment.study import summary_table
 from drprobe.metrics.redundancy import dr_summary
 from drprobe.report.figures import main_selector
 
@@ -59,24 +60,8 @@ def _k(value: object) -> object:
 
 
 def dr_table(summary: pd.DataFrame) -> pd.DataFrame:
-    """Wide DR table: one row per curve; d, full_acc, then DR, CI and k* for each delta."""
-    keys = [c for c in CURVE if c in summary]
-    deltas = sorted(summary["delta"].round(6).unique())
-    out = []
-    for key, df in summary.groupby(keys, sort=False):
-        row = dict(zip(keys, key))
-        row["d"] = int(df["d"].iloc[0])
-        row["full_acc"] = round(float(df["full_acc"].iloc[0]), 4)
-        for delta in deltas:
-            hit = df[df["delta"].round(6) == delta]
-            if hit.empty:
-                continue
-            r = hit.iloc[0]
-            row[f"DR_{delta:g}"] = round(float(r["dr"]), 3)
-            row[f"CI_{delta:g}"] = _interval(r)
-            row[f"k*_{delta:g}"] = _k(r["k_star"])
-        out.append(row)
-    return pd.DataFrame(out)
+    """Wide DR table: one row per curve; d, full_acc, then DR, CI and k* for every delta."""
+    return summary_table(summary, deltas=None)
 
 
 def model_table(results: pd.DataFrame, summary: pd.DataFrame | None) -> pd.DataFrame:
