@@ -14,7 +14,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 
@@ -260,8 +259,8 @@ def test_cli_usage_errors_are_one_line_exit_2(capsys, tmp_path, monkeypatch, arg
     assert list(tmp_path.iterdir()) == []
 
 
-# Precomputed features with a fault, through `drprobe probe`. These are found when the job
-# loads the features, after the run folder's plan files (config.yaml, plan.json) are written.
+# Precomputed features with a fault, through `drprobe probe`: found while the run is checked,
+# before the run folder is made.
 @pytest.mark.parametrize("fault", list(FEATURE_FAULTS), ids=list(FEATURE_FAULTS))
 def test_cli_probe_refuses_bad_features(capsys, tmp_path, digits, fault):
     make, needle = FEATURE_FAULTS[fault]
@@ -270,14 +269,8 @@ def test_cli_probe_refuses_bad_features(capsys, tmp_path, digits, fault):
     out = tmp_path / "out"
     code, lines = run_cli(capsys, ["probe", str(path), "--out", str(out), "--fractions",
                                    "0.5,1", "--seeds", "1", "--no-progress"])
-    assert code == 2, lines
-    errors = [line for line in lines if line.startswith("drprobe: error: ")]
-    assert len(errors) == 1 and errors[0] == lines[-1], lines
-    assert needle in errors[0]
-    assert not any("Traceback" in line for line in lines)
-    written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) \
-        if out.exists() else []
-    assert set(written) <= {"config.yaml", "plan.json"}, written
+    assert_refused(code, lines, (needle,))
+    assert_empty(out)
 
 
 @pytest.mark.parametrize("argv, needles", [

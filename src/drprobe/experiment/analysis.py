@@ -67,6 +67,23 @@ def _check_finite(X: np.ndarray, what: str, rows: int = 4096) -> None:
             )
 
 
+def check_layer_inputs(
+    X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray, y_test: np.ndarray
+) -> None:
+    """Refuse what :func:`analyze_layer` cannot probe: shapes, lengths, an empty split, NaN or
+    infinite values, a single training class (one-line :class:`InvalidValueError`)."""
+    _check_xy(X_train, y_train, "train")
+    _check_xy(X_test, y_test, "test")
+    if X_train.shape[1] != X_test.shape[1]:
+        raise InvalidValueError(
+            f"train and test features differ in width: {X_train.shape[1]} vs {X_test.shape[1]}"
+        )
+    _check_finite(X_train, "train")
+    _check_finite(X_test, "test")
+    if len(np.unique(y_train)) < 2:
+        raise InvalidValueError("train split has a single class; a probe needs at least two")
+
+
 def analyze_layer(
     X_train: np.ndarray,
     y_train: np.ndarray,
@@ -99,22 +116,13 @@ def analyze_layer(
     Returns:
         :class:`LayerAnalysis` with the per-probe table and the DR summary.
     """
-    _check_xy(X_train, y_train, "train")
-    _check_xy(X_test, y_test, "test")
-    if X_train.shape[1] != X_test.shape[1]:
-        raise InvalidValueError(
-            f"train and test features differ in width: {X_train.shape[1]} vs {X_test.shape[1]}"
-        )
-    _check_finite(X_train, "train")
-    _check_finite(X_test, "test")
+    check_layer_inputs(X_train, y_train, X_test, y_test)
     unknown = [s for s in selectors if s not in SELECTORS]
     if unknown:
         raise InvalidValueError(
             f"unknown selector {unknown[0]!r}; valid choices: {', '.join(sorted(SELECTORS))}"
         )
     n_classes = int(max(y_train.max(), y_test.max())) + 1
-    if len(np.unique(y_train)) < 2:
-        raise InvalidValueError("train split has a single class; a probe needs at least two")
     d = X_train.shape[1]
     ks, fracs = resolve_ks(d, fractions=sorted(set(fractions) | {1.0}))
 

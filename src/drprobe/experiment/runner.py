@@ -128,6 +128,7 @@ def _validate(config: ExperimentConfig, jobs: list[Job], bundles: _Bundles) -> N
     Networks are checked in reverse job order and each model's layers on its first variant,
     so the store ends up holding the first job's network with its layers already listed.
     """
+    from drprobe.experiment.analysis import check_layer_inputs
     from drprobe.features import get_features
     from drprobe.sources.datasets import load_dataset
     from drprobe.sources.layers import resolve_layer
@@ -148,9 +149,12 @@ def _validate(config: ExperimentConfig, jobs: list[Job], bundles: _Bundles) -> N
     widths = {}  # dataset -> d of its precomputed features
     for di in dict.fromkeys(j.dataset for j in jobs):
         data = config.datasets[di]
-        if data.name.startswith("features:"):
-            widths[di] = get_features(PRECOMPUTED, "features", data.name, "test",
-                                      data_root=data.data_root).X.shape[1]
+        if data.name.startswith("features:"):  # small enough to check before any write
+            train, test = (get_features(PRECOMPUTED, "features", data.name, split, n=n,
+                                        data_root=data.data_root)
+                           for split, n in (("train", data.n_train), ("test", data.n_test)))
+            check_layer_inputs(train.X, train.y, test.X, test.y)
+            widths[di] = test.X.shape[1]
         else:
             load_dataset(data.name, "test", root=data.data_root)
     if config.counts is not None:  # a count above a layer's width is refused before any write
