@@ -3,9 +3,13 @@ tasks give the same tables as the local executor."""
 
 from __future__ import annotations
 
+import socket
+
 import pandas as pd
 import pytest
+import yaml
 
+from drprobe.cli import main
 from drprobe.experiment.config import parse_config
 from drprobe.experiment.runner import run_experiment
 from drprobe.experiment.store import read_results
@@ -49,3 +53,18 @@ def test_ray_and_local_executors_give_the_same_tables(tmp_path, local_ray):
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "ray" / "summary.csv"),
                                   pd.read_csv(tmp_path / "local" / "summary.csv"))
     assert a["test_acc"].between(0, 1).all() and len(a) == 2 * 2 * 3
+
+
+def test_unreachable_cluster_address_is_one_line_and_writes_nothing(tmp_path, capsys):
+    with socket.socket() as s:  # a loopback port nothing listens on once closed
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(CONFIG))
+    out = tmp_path / "out"
+    code = main(["run", str(path), "--out", str(out), "--executor", "ray", "--address",
+                 f"127.0.0.1:{port}", "--cache-dir", str(tmp_path / "cache"), "--no-progress"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert err[0].startswith("drprobe: error: cannot reach the Ray cluster at") and str(port) in err[0]
+    assert not out.exists() and not (tmp_path / "cache").exists()

@@ -324,11 +324,30 @@ def _ray_task(config_data: dict, job_data: dict, out: str, cache: str, cwd: str)
     return job.id
 
 
+def _check_reachable(address: str, timeout: float = 10.0) -> None:
+    """Refuse a ``HOST:PORT`` or ``ray://HOST:PORT`` address nothing answers on (ray.init itself
+    would wait on it for a long time); other forms (``auto``) are left to Ray."""
+    import socket
+
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as err:
+        raise InvalidValueError(
+            f"cannot reach the Ray cluster at {address!r}: {err.strerror or err}; give the "
+            "address of a running head node (HOST:PORT), or no --address for a local Ray"
+        ) from None
+
+
 @contextlib.contextmanager
 def _ray_session(address: str | None) -> Iterator[object]:
     """The ``ray`` module, connected: to the Ray this process already joined, to ``address``,
     or to a new local Ray on 127.0.0.1 (shut down on exit)."""
     ray = _import_ray()
+    if address:
+        _check_reachable(address)
     if ray.is_initialized():
         yield ray
         return
