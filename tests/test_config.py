@@ -169,7 +169,6 @@ def test_cli_dry_run_lists_jobs_and_writes_nothing(tmp_path, capsys):
 
 @pytest.mark.parametrize("edit, needle", [
     (GOOD.replace("n_train: 100", "n_train: 0"), "datasets[1].n_train"),
-    (GOOD + "protocol: faithful\n", "protocol 'faithful'"),
     (GOOD + "layers: [features.99]\n", "features.14"),
 ])
 def test_cli_bad_config_exit_2_nothing_written(tmp_path, capsys, edit, needle):

@@ -166,3 +166,55 @@ def test_a_folder_of_other_files_is_refused(tmp_path, feature_cache):
     with pytest.raises(InvalidValueError, match="holds no drprobe run.*notes.txt"):
         run_experiment(parse_config(TINY), out, cache_dir=feature_cache, progress=False)
     assert [p.name for p in out.iterdir()] == ["notes.txt"]
+
+
+FAITHFUL = {**TINY, "name": "faithful", "protocol": "faithful", "fractions": [0.25, 1.0],
+            "seeds": [1], "models": [{"spec": "builtin:mobilenet_v2", "weights": ["pretrained"]}],
+            "faithful": {"epochs": 3, "step_size": 2, "batch_size": 64, "lr": 0.05,
+                         "weight_decay": 1e-4}}
+
+
+def test_faithful_protocol_through_the_runner_equals_the_faithful_bank(tmp_path, feature_cache):
+    """The runner's faithful job trains the same heads as FaithfulBank called directly on the
+    same images (same subsample, split and seeds), and records protocol 'faithful'."""
+    from drprobe.probes.faithful import FaithfulBank
+    from drprobe.selectors import make_family
+    from drprobe.sources.datasets import load_dataset, subsample
+    from drprobe.sources.models import load_model
+
+    config = parse_config(FAITHFUL)
+    run_experiment(config, tmp_path / "run", cache_dir=feature_cache, progress=False, plot=False)
+    got = read_results(tmp_path / "run" / "results").sort_values("k")
+    assert set(got["protocol"]) == {"faithful"} and list(got["k"]) == [40, 160]
+    assert set(got["l2"]) == {1e-4}  # the weight decay, as FaithfulBank reports it
+
+    train, test = (subsample(load_dataset("digits", split), n, 0)
+                   for split, n in (("train", 400), ("test", 200)))
+    family = make_family("random", np.zeros((1, 160)), [40, 160], seed=1, fractions=[0.25, 1.0])
+    bank = FaithfulBank(load_model("builtin:mobilenet_v2", "pretrained"), [family],
+                        "features.14", image_size=32, epochs=3, step_size=2, batch_size=64,
+                        lr=0.05, weight_decay=1e-4, progress=False)
+    want = bank.fit(train.images, train.labels).evaluate(test.images, test.labels)
+    np.testing.assert_allclose(got["test_acc"], [r.test_acc for r in want], atol=1e-12)
+    assert got["test_acc"].iloc[-1] > 0.3  # 10 classes (chance 0.1), 3 epochs of augmented images
+
+
+def test_faithful_protocol_on_precomputed_features_is_refused(tmp_path, digits_npz):
+    config = parse_config({
+        "name": "pre", "models": [{"spec": "precomputed", "weights": ["pretrained"]}],
+        "layers": ["x"], "protocol":
+        "faithful", "datasets": [{"name": f"features:{digits_npz}"}], "fractions": [1.0]})
+    with pytest.raises(InvalidValueError, match="protocol 'faithful'.*valid for precomputed"):
+        run_experiment(config, tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.fixture
+def digits_npz(tmp_path):
+    from sklearn.datasets import load_digits
+
+    X, y = load_digits(return_X_y=True)
+    path = tmp_path / "digits.npz"
+    np.savez(path, X_train=X[:1000].astype(np.float32), y_train=y[:1000],
+             X_test=X[1000:].astype(np.float32), y_test=y[1000:])
+    return path

@@ -100,6 +100,7 @@ def analyze_layer(
     context: Mapping[str, object] | None = None,
     bank: ProbeBank | None = None,
     progress: bool = True,
+    protocol: str = "cached",
 ) -> LayerAnalysis:
     """Probe random subsets (and other selectors) of one layer and measure diffused redundancy.
 
@@ -111,7 +112,11 @@ def analyze_layer(
         seeds: seeds of the random selectors (deterministic ones use the first seed only).
         deltas: thresholds of DR_delta.
         context: extra constant columns for every row (model, layer, dataset, ...).
-        bank: a configured :class:`ProbeBank` (default: ``ProbeBank(keep_predictions=True)``).
+        bank: a configured :class:`ProbeBank` (default: ``ProbeBank(keep_predictions=True)``),
+            or any object with its ``fit(X_train, y_train, X_val, y_val, families)`` and
+            ``evaluate(X_test, y_test)`` returning probe results with test predictions.
+        protocol: recorded in every row (``"faithful"`` when ``bank`` trains through the
+            backbone on augmented images).
 
     Returns:
         :class:`LayerAnalysis` with the per-probe table and the DR summary.
@@ -133,7 +138,8 @@ def analyze_layer(
     Xte = np.asarray(X_test, dtype=np.float32)
 
     bank = bank if bank is not None else ProbeBank(keep_predictions=True, progress=progress)
-    cka_device = None if str(bank.device) == "cpu" else bank.device  # cross-products there too
+    device = str(getattr(bank, "device", "cpu"))
+    cka_device = None if device == "cpu" else device  # the cross-products run there too
     t0 = time.perf_counter()
     train_stats = CrossProductStats.from_array(Xtr, debiased=False, device=cka_device)  # for PCA
     families = [
@@ -158,7 +164,7 @@ def analyze_layer(
             **ctx,
             "n_train": len(tr_idx), "n_val": len(va_idx), "n_test": len(y_test),
             "n_classes": n_classes, "selector": p.selector, "fraction": p.fraction, "k": p.k,
-            "d": d, "seed": p.seed, "protocol": "cached", "l2": p.l2, "val_acc": p.val_acc,
+            "d": d, "seed": p.seed, "protocol": protocol, "l2": p.l2, "val_acc": p.val_acc,
             "test_acc": p.test_acc, "per_class_acc": [float(a) for a in p.per_class_acc],
             "gini": float(gini(p.per_class_acc)),
             "worst_class_acc": float(np.nanmin(p.per_class_acc)),

@@ -172,6 +172,19 @@ class ProbeConfig(_Strict):
     val_fraction: OpenFraction = 0.1
 
 
+class FaithfulConfig(_Strict):
+    """Settings of the ``faithful`` protocol (:class:`drprobe.probes.faithful.FaithfulBank`):
+    SGD with StepLR through the frozen backbone on augmented images; the paper's defaults."""
+
+    epochs: PositiveInt = 100
+    step_size: PositiveInt = 20
+    gamma: float = Field(0.1, gt=0)
+    batch_size: PositiveInt = 256
+    lr: float = Field(0.1, gt=0)
+    momentum: float = Field(0.9, ge=0)
+    weight_decay: float = Field(5e-4, ge=0)
+
+
 class Resources(_Strict):
     """What one job asks of a Ray cluster (ignored by the local executor)."""
 
@@ -202,6 +215,7 @@ class ExperimentConfig(_Strict):
     deltas: list[UnitFraction] = Field(
         default_factory=lambda: list(DEFAULT_DELTAS), min_length=1)
     probe: ProbeConfig = Field(default_factory=ProbeConfig)
+    faithful: FaithfulConfig = Field(default_factory=FaithfulConfig)
     device: str = "cpu"
     resources: Resources = Field(default_factory=Resources)
 

@@ -203,6 +203,42 @@ def probe_device(device: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+class FaithfulStage:
+    """The ``faithful`` protocol in :func:`analyze_layer`'s probe-bank slot: the families that
+    analyze_layer built (on the clean cached features) get heads trained through the frozen
+    backbone on augmented images of the same train split (same subsample, same validation
+    split), and are tested on the clean test images."""
+
+    def __init__(self, config: ExperimentConfig, bundle: object, layer: str, data: Any,
+                 device: str, progress: bool) -> None:
+        self.config, self.bundle, self.layer, self.data = config, bundle, layer, data
+        self.device, self.progress = device, progress
+
+    def _images(self, split: str, n: int | None) -> Any:
+        from drprobe.sources.datasets import load_dataset, subsample
+
+        return subsample(load_dataset(self.data.name, split, root=self.data.data_root), n, 0)
+
+    def fit(self, X_train: Any, y_train: Any, X_val: Any, y_val: Any,
+            families: list) -> FaithfulStage:
+        from drprobe.probes.faithful import FaithfulBank
+
+        train = self._images("train", self.data.n_train)
+        f = self.config.faithful
+        self.bank_ = FaithfulBank(
+            self.bundle, families, self.layer, pooling=self.config.pooling,
+            image_size=self.data.image_size, epochs=f.epochs, step_size=f.step_size,
+            gamma=f.gamma, batch_size=f.batch_size, lr=f.lr, momentum=f.momentum,
+            weight_decay=f.weight_decay, val_fraction=self.config.probe.val_fraction,
+            device=self.device, random_state=0, progress=self.progress,
+        ).fit(train.images, train.labels)
+        return self
+
+    def evaluate(self, X_test: Any, y_test: Any) -> list:
+        test = self._images("test", self.data.n_test)
+        return self.bank_.evaluate(test.images, test.labels)
+
+
 def run_job(
     config: ExperimentConfig, job: Job, out: str | os.PathLike, *,
     cache_dir: str | os.PathLike | None = None, progress: bool = False,
@@ -240,14 +276,17 @@ def run_job(
     context = {"run_id": config.run_id(), "model": model.label, "weights": weights,
                "layer": layer, "pooling": config.pooling, "dataset": data.display,
                "image_size": size}
-    bank = ProbeBank(l2_grid=list(config.probe.l2_grid), max_steps=config.probe.max_steps,
-                     tol=config.probe.tol, patience=config.probe.patience,
-                     device=device, keep_predictions=True, progress=progress)
+    if config.protocol == "faithful":
+        bank = FaithfulStage(config, source, layer, data, device, progress)
+    else:
+        bank = ProbeBank(l2_grid=list(config.probe.l2_grid), max_steps=config.probe.max_steps,
+                         tol=config.probe.tol, patience=config.probe.patience,
+                         device=device, keep_predictions=True, progress=progress)
     res = analyze_layer(
         feats["train"].X, feats["train"].y, feats["test"].X, feats["test"].y,
         selectors=config.selectors, fractions=fractions_for(config, d, layer), seeds=config.seeds,
         deltas=config.deltas, val_fraction=config.probe.val_fraction, context=context,
-        bank=bank, progress=progress,
+        bank=bank, progress=progress, protocol=config.protocol,
     )
     timings = res.results[KEY_COLUMNS + TIMING_COLUMNS]
     results = res.results.drop(columns=TIMING_COLUMNS)

@@ -133,10 +133,11 @@ def _validate(config: ExperimentConfig, jobs: list[Job], bundles: _Bundles) -> N
     from drprobe.sources.datasets import load_dataset
     from drprobe.sources.layers import resolve_layer
 
-    if config.protocol != "cached":
+    if config.protocol == "faithful" and any(config.models[j.model].spec == PRECOMPUTED
+                                              for j in jobs):
         raise InvalidValueError(
-            f"protocol {config.protocol!r} is not wired into the runner yet; valid: cached "
-            "(the faithful loop is available as drprobe.probes.faithful)")
+            "protocol 'faithful' trains through the network on images, and precomputed "
+            "features have neither; valid for precomputed features: cached")
     pairs = list(dict.fromkeys((j.model, j.weights) for j in jobs))
     first = {mi: w for mi, w in reversed(pairs)}  # each model's first variant in job order
     for mi, weights in reversed(pairs):

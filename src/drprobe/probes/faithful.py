@@ -331,6 +331,7 @@ class FaithfulBank:
                 test_acc=float((pred == y).mean()), per_class_acc=per_class,
                 n_steps=int((best_epochs[h] + 1) * self.steps_per_epoch_),
                 fit_seconds=self.fit_seconds_ / len(self.heads_),
+                test_pred=self.classes_[pred],
             ))
         return results
 
