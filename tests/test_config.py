@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 from drprobe.cli import main
 from drprobe.experiment.config import ConfigError, load_config, parse_config
@@ -46,7 +47,8 @@ def test_every_config_validates_and_plans_offline(path, monkeypatch):
     assert all(j.id.replace("-", "").replace("_", "").replace(".", "").isalnum() for j in jobs)
     text = format_plan(config, jobs)
     assert all(j.id in text for j in jobs)
-    assert "probes to train" in text and "rough time" in text
+    trained = "heads to train" if config.protocol == "faithful" else "probes to train"
+    assert trained in text and "rough time" in text
     assert estimate_cost(config, jobs)["probes"] > 0
 
 
@@ -181,3 +183,18 @@ def test_cli_bad_config_exit_2_nothing_written(tmp_path, capsys, edit, needle):
     assert code == 2
     assert len(err.strip().splitlines()) == 1 and needle in err
     assert not out.exists() and not cache.exists()
+
+
+def test_faithful_plan_costs_the_epochs_of_images():
+    cached = parse_config(yaml.safe_load(GOOD))
+    faithful = parse_config({**yaml.safe_load(GOOD), "protocol": "faithful",
+                             "faithful": {"epochs": 10}})
+    jobs = plan_jobs(cached)
+    cost_c, cost_f = estimate_cost(cached, jobs), estimate_cost(faithful, jobs)
+    assert cost_f["images"] == cost_c["images"]  # the clean features are extracted either way
+    assert cost_f["seconds"] > cost_c["seconds"]
+    longer = parse_config({**yaml.safe_load(GOOD), "protocol": "faithful",
+                           "faithful": {"epochs": 20}})
+    extra_f = cost_f["seconds"] - cost_c["seconds"]
+    assert estimate_cost(longer, jobs)["seconds"] - cost_c["seconds"] > 1.5 * extra_f
+    assert "heads to train" in format_plan(faithful, jobs)

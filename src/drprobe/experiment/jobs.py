@@ -128,9 +128,14 @@ def estimate_cost(config: ExperimentConfig, jobs: list[Job]) -> dict[str, Any]:
                      "layers": n_layers, "images": images, "image_size": data.image_size})
     per_job = _probes_per_job(config)
     for job in jobs:
-        n_train = config.datasets[job.dataset].n_train or SPLIT_SIZES.get(
-            config.datasets[job.dataset].name, (10_000,))[0]
-        seconds += per_job * len(config.probe.l2_grid) * n_train * PROBE_SECONDS
+        data = config.datasets[job.dataset]
+        n_train = data.n_train or SPLIT_SIZES.get(data.name, (10_000,))[0]
+        if config.protocol == "faithful":  # every epoch: each training image through the net
+            spec = config.models[job.model].spec.removeprefix("builtin:")
+            gflops = GFLOPS.get(spec, 4.0) * ((data.image_size or 224) / 224) ** 2
+            seconds += config.faithful.epochs * n_train * gflops * SECONDS_PER_GFLOP
+        else:
+            seconds += per_job * len(config.probe.l2_grid) * n_train * PROBE_SECONDS
     return {"jobs": len(jobs), "extraction": rows, "images": images_total,
             "probes": per_job * len(jobs), "l2_values": len(config.probe.l2_grid),
             "seconds": seconds}
@@ -147,7 +152,12 @@ def format_plan(config: ExperimentConfig, jobs: list[Job], done: set[str] = froz
         images = "all of both splits (size unknown)" if r["images"] is None else f"{r['images']:,}"
         lines.append(f"  {r['model']} [{r['weights']}] on {r['dataset']}: {r['layers']} layer(s),"
                      f" {images} images at {r['image_size'] or 'native'} px")
-    lines.append(f"probes to train: {cost['probes']:,} (each over {cost['l2_values']} L2 values)")
+    if config.protocol == "faithful":
+        lines.append(f"heads to train: {cost['probes']:,} (SGD through the network, "
+                     f"{config.faithful.epochs} epochs of augmented images per job)")
+    else:
+        lines.append(f"probes to train: {cost['probes']:,} "
+                     f"(each over {cost['l2_values']} L2 values)")
     unknown = any(r["images"] is None for r in cost["extraction"])
     lines.append(f"rough time on 2 CPU cores: ~{_duration(cost['seconds'])}"
                  + (" (without the datasets of unknown size)" if unknown else ""))
