@@ -87,7 +87,9 @@ def models_figure(summary: pd.DataFrame) -> Figure:
                             "nothing to compare")
     groups = ordered(zip(rows["layer"], rows["dataset"]))
     many_ds = len({ds for _, ds in groups}) > 1
-    fig, axes = panel_grid(2, width=max(5.0, 1.2 * len(groups) * len(models) / 2 + 2))
+    # wide comparisons stack the two panels instead of growing without bound
+    panel_w = min(14.0, max(5.0, 0.3 * len(groups) * len(models) + 2))
+    fig, axes = panel_grid(2, width=panel_w, max_cols=1 if panel_w > 8 else 2)
     x = np.arange(len(groups))
     width = 0.8 / len(models)
     for i, (model, weights) in enumerate(models):
@@ -103,7 +105,7 @@ def models_figure(summary: pd.DataFrame) -> Figure:
         ax.set_ylabel(ylabel)
         ax.set_ylim(0, 1.05)
         ax.grid(alpha=0.3, axis="y")
-        ax.legend(fontsize=7)
+    axes[0].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))  # off the bars
     axes[0].set_title("Full-layer probe", fontsize=10)
     axes[1].set_title(f"Diffused redundancy at δ = {HEADLINE_DELTA:g}", fontsize=10)
     fig.tight_layout()
