@@ -23,6 +23,7 @@ from pathlib import Path
 import pandas as pd
 
 from drprobe.errors import InvalidValueError, MissingDataError
+from drprobe.experiment.store import atomic_path
 
 #: The columns that identify one probe (the join keys of results and timings).
 PROBE_KEYS = ("model", "weights", "layer", "dataset", "selector", "seed", "k")
@@ -189,10 +190,6 @@ def write_csv(table: pd.DataFrame, path: str | os.PathLike) -> Path:
         raise InvalidValueError(f"CSV path {str(path)!r} is a folder; pass a file name")
     if not path.parent.is_dir():
         raise InvalidValueError(f"folder {str(path.parent)!r} of the CSV path does not exist")
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:
         table.to_csv(tmp, index=False)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path

@@ -10,8 +10,10 @@ with DuckDB: ``SELECT selector, avg(test_acc) FROM 'RUN/results/*.parquet' GROUP
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -32,20 +34,29 @@ def _cannot_write(path: Path, err: OSError) -> StoreError:
     return StoreError(f"cannot write {str(path)!r}: {err.strerror or err}")
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename.
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path`` to write; rename it into place when the block ends.
 
     Raises:
-        StoreError: the write failed (one line; no temporary file is left).
+        StoreError: an ``OSError`` in the block or the rename (one line); no temporary or
+            partial file is left either way.
     """
+    path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        tmp.write_text(text)
+        yield tmp
         os.replace(tmp, path)
     except OSError as err:
         raise _cannot_write(path, err) from err
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename (see :func:`atomic_path`)."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
 
 
 def write_part(df: pd.DataFrame, directory: str | os.PathLike, name: str) -> Path:
@@ -56,15 +67,9 @@ def write_part(df: pd.DataFrame, directory: str | os.PathLike, name: str) -> Pat
     """
     directory = Path(directory)
     final = directory / f"{name}.parquet"
-    tmp = directory / f".{name}.parquet.tmp-{os.getpid()}"
-    try:
+    with atomic_path(final) as tmp:
         directory.mkdir(parents=True, exist_ok=True)
         df.to_parquet(tmp, index=False)
-        os.replace(tmp, final)
-    except OSError as err:
-        raise _cannot_write(final, err) from err
-    finally:
-        tmp.unlink(missing_ok=True)
     return final
 
 
@@ -121,11 +126,6 @@ def export_npz(X: np.ndarray, y: np.ndarray, split: str, path: str | os.PathLike
     arrays[f"X_{split}"] = np.asarray(X)
     arrays[f"y_{split}"] = np.asarray(y)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, **arrays)
     return path

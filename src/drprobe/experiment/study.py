@@ -10,7 +10,7 @@ layer and block 14.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +21,7 @@ from drprobe.experiment.config import ExperimentConfig, parse_config
 from drprobe.experiment.derived import efficiency_table, fairness_trend
 from drprobe.experiment.store import atomic_write_text
 
+JOB_KEYS = ["model", "weights", "layer", "dataset"]
 DEMO_FRACTIONS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.8, 1.0)
 
 
@@ -80,20 +81,32 @@ def build_tables(
     Returns (all per-probe rows, all summary rows).
     """
     out = Path(out)
-    keys = ["model", "weights", "layer", "dataset"]
-    efficiency, fairness = [], []
-    for results, _summary in parts:
-        job_keys = {k: results[k].iloc[0] for k in keys}
-        efficiency.append(efficiency_table(results).assign(**job_keys))
-        fairness.append(fairness_trend(results).assign(**job_keys))
     results = pd.concat([r for r, _ in parts], ignore_index=True)
     summary = pd.concat([s for _, s in parts], ignore_index=True)
     atomic_write_text(out / "summary.csv", summary.to_csv(index=False))
     atomic_write_text(out / "summary.md", summary_markdown(summary))
-    for name, frames in (("efficiency", efficiency), ("fairness", fairness)):
-        table = pd.concat(frames, ignore_index=True)
+    for name, table in (("efficiency", per_job(efficiency_table, results)),
+                        ("fairness", per_job(fairness_trend, results))):
         atomic_write_text(out / f"{name}.csv", table.to_csv(index=False))
     return results, summary
+
+
+def per_job(table: Callable[[pd.DataFrame], pd.DataFrame], results: pd.DataFrame) -> pd.DataFrame:
+    """``table`` of each job's per-probe rows (jobs in order of appearance), with the job's
+    model, weights, layer and dataset columns appended."""
+    return pd.concat([table(df).assign(**dict(zip(JOB_KEYS, job)))
+                      for job, df in results.groupby(JOB_KEYS, sort=False)], ignore_index=True)
+
+
+def dr_interval(row: pd.Series) -> str:
+    """A summary row's bootstrap interval of DR as ``[low, high]``, or "—" when it has none."""
+    low, high = row.get("dr_low", np.nan), row.get("dr_high", np.nan)
+    return "—" if pd.isna(low) or pd.isna(high) else f"[{low:.2f}, {high:.2f}]"
+
+
+def k_or_dash(value: object) -> object:
+    """A critical mass k* as an int, or "—" when the curve never reaches delta."""
+    return "—" if pd.isna(value) else int(value)
 
 
 def summary_table(
@@ -118,10 +131,9 @@ def summary_table(
             if hit.empty:
                 continue
             r = hit.iloc[0]
-            ci = pd.isna(r.get("dr_low", np.nan)) or pd.isna(r.get("dr_high", np.nan))
             row[f"DR_{delta:g}"] = round(float(r["dr"]), 3)
-            row[f"CI_{delta:g}"] = "—" if ci else f"[{r['dr_low']:.2f}, {r['dr_high']:.2f}]"
-            row[f"k*_{delta:g}"] = "—" if pd.isna(r["k_star"]) else int(r["k_star"])
+            row[f"CI_{delta:g}"] = dr_interval(r)
+            row[f"k*_{delta:g}"] = k_or_dash(r["k_star"])
         rows.append(row)
     return pd.DataFrame(rows)
 

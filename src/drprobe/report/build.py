@@ -12,6 +12,7 @@ import io
 import os
 import re
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 
 import matplotlib
@@ -22,14 +23,16 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from drprobe.errors import InvalidValueError
+from drprobe.experiment.derived import efficiency_table
 from drprobe.experiment.query import query, result_parts, run_table
+from drprobe.experiment.store import atomic_path
+from drprobe.experiment.study import per_job
 from drprobe.report.compare import COMPARE_FIGURES
 from drprobe.report.figures import FRACTION_FIGURES, FigureSkipped
 from drprobe.report.html import FigureEntry, Skipped, render_page
 from drprobe.report.tables import (
     JOB,
     dr_table,
-    efficiency_from_results,
     fairness_table,
     model_table,
     run_meta,
@@ -66,7 +69,7 @@ def load_tables(run: Path, results: pd.DataFrame) -> tuple[dict, dict[str, str]]
     """The summary and efficiency tables (read, or rebuilt from ``results``) and their sources."""
     tables, sources = {}, {}
     for name, rebuild in (("summary", summary_from_results),
-                          ("efficiency", efficiency_from_results)):
+                          ("efficiency", partial(per_job, efficiency_table))):
         table = run_table(run, name)
         keys = [k for k in JOB if k in results and results[k].nunique() > 1]
         if table is not None and not table.empty and all(k in table for k in keys):
@@ -85,12 +88,8 @@ def _render(fig, fmt: str) -> bytes:
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:
         tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _jobs(results: pd.DataFrame, tables: dict) -> list[tuple]:

@@ -1,8 +1,9 @@
 """The report's tables: DR per curve, the per-model table and the run metadata.
 
-Also rebuilds the summary and efficiency tables from the per-probe results when a run folder
-lacks ``summary.csv`` or ``efficiency.csv`` (the rebuilt summary has no bootstrap interval: that
-needs the probes' test predictions, which the results do not keep).
+Also rebuilds the summary from the per-probe results when a run folder lacks ``summary.csv``
+(the rebuilt summary has no bootstrap interval: that needs the probes' test predictions, which
+the results do not keep); a missing ``efficiency.csv`` is rebuilt with
+:func:`drprobe.experiment.study.per_job`.
 """
 
 from __future__ import annotations
@@ -10,12 +11,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from drprobe.experiment.derived import efficiency_table
-from drprobe.experiment.study import summary_table
+from drprobe.experiment.study import JOB_KEYS, dr_interval, k_or_dash, summary_table
 from drprobe.metrics.redundancy import dr_summary
 from drprobe.report.figures import main_selector
 
-JOB = ["model", "weights", "layer", "dataset"]
+JOB = JOB_KEYS
 CURVE = JOB + ["selector"]
 
 
@@ -41,22 +41,6 @@ def summary_from_results(results: pd.DataFrame) -> pd.DataFrame:
                              "full_acc": full_acc, **acc, "dr_low": np.nan, "dr_high": np.nan,
                              "dr_cka": by_cka["dr"], "k_star_cka": by_cka["k_star"]})
     return pd.DataFrame(rows)
-
-
-def efficiency_from_results(results: pd.DataFrame) -> pd.DataFrame:
-    """:func:`~drprobe.experiment.derived.efficiency_table` of every job, with its job keys."""
-    tables = [efficiency_table(df).assign(**dict(zip(JOB, job)))
-              for job, df in results.groupby(JOB, sort=False)]
-    return pd.concat(tables, ignore_index=True)
-
-
-def _interval(row: pd.Series) -> str:
-    low, high = row.get("dr_low", np.nan), row.get("dr_high", np.nan)
-    return "—" if pd.isna(low) or pd.isna(high) else f"[{low:.2f}, {high:.2f}]"
-
-
-def _k(value: object) -> object:
-    return "—" if pd.isna(value) else int(value)
 
 
 def dr_table(summary: pd.DataFrame) -> pd.DataFrame:
@@ -85,8 +69,8 @@ def model_table(results: pd.DataFrame, summary: pd.DataFrame | None) -> pd.DataF
             hit = hit[hit["delta"].round(6) == 0.9]
             if not hit.empty:
                 r = hit.iloc[0]
-                row.update({"DR_0.9": round(float(r["dr"]), 3), "CI_0.9": _interval(r),
-                            "k*_0.9": _k(r["k_star"]),
+                row.update({"DR_0.9": round(float(r["dr"]), 3), "CI_0.9": dr_interval(r),
+                            "k*_0.9": k_or_dash(r["k_star"]),
                             "DR_cka_0.9": round(float(r.get("dr_cka", np.nan)), 3)})
         row["probes"] = len(df)
         if "fit_seconds" in df:
