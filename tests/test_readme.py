@@ -24,7 +24,7 @@ def test_make_targets_exist_and_install_first():
     for target in ("demo", "test"):
         match = re.search(rf"^{target}:\s*(.*)$", makefile, re.MULTILINE)
         assert match and "setup" in match.group(1), target
-    assert "torch==2.13.0" in makefile and "dataset-fashion-mnist" in makefile
+    assert "torch==2.14.1" in makefile and "torchvision==0.29.1" in makefile and "dataset-fashion-mnist" in makefile
     assert re.search(r"^\s+\$\(BIN\)/drprobe demo", makefile, re.MULTILINE)
 
 
