@@ -166,6 +166,7 @@ def analyze_layer(
             "n_classes": n_classes, "selector": p.selector, "fraction": p.fraction, "k": p.k,
             "d": d, "seed": p.seed, "protocol": protocol, "l2": p.l2, "val_acc": p.val_acc,
             "test_acc": p.test_acc, "per_class_acc": [float(a) for a in p.per_class_acc],
+            "test_correct": (np.asarray(p.test_pred) == y_test).tolist(),
             "gini": float(gini(p.per_class_acc)),
             "worst_class_acc": float(np.nanmin(p.per_class_acc)),
             "cka": float(cka[(p.selector, p.seed)][p.k]),

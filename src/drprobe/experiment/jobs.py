@@ -280,7 +280,12 @@ def run_job(
                             device=None if source == PRECOMPUTED else config.device)
         for split, n in (("train", data.n_train), ("test", data.n_test))
     }
-    d = int(feats["train"].X.shape[1])
+    from drprobe.experiment.tasks import apply_task
+
+    X_train, y_train, X_test, y_test = apply_task(
+        feats["train"].X, feats["train"].y, feats["test"].X, feats["test"].y,
+        labels=data.labels, null=data.null)
+    d = int(X_train.shape[1])
     if log:
         log(f"probing {model.label} [{weights}] {layer} on {data.display} (d={d})")
     context = {"run_id": config.run_id(), "model": model.label, "weights": weights,
@@ -293,8 +298,7 @@ def run_job(
                          tol=config.probe.tol, patience=config.probe.patience,
                          device=device, keep_predictions=True, progress=progress)
     res = analyze_layer(
-        feats["train"].X, feats["train"].y, feats["test"].X, feats["test"].y,
-        selectors=config.selectors, fractions=fractions_for(config, d, layer), seeds=config.seeds,
+        X_train, y_train, X_test, y_test, selectors=config.selectors, fractions=fractions_for(config, d, layer), seeds=config.seeds,
         deltas=config.deltas, val_fraction=config.probe.val_fraction, context=context,
         bank=bank, progress=progress, protocol=config.protocol,
     )
