@@ -321,7 +321,10 @@ def datasets() -> None:
               help="Comma-separated figure file formats: png, pdf, svg.")
 @click.option("--progress/--no-progress", default=True, show_default=True,
               help="Show a progress bar.")
-def report(run, out, formats, progress) -> None:
+@click.option("--reference", default=None,
+              help="Variant the others are compared with in variants.csv (runs of several "
+                   "pretraining variants, models named NAME/seedK).")
+def report(run, out, formats, progress, reference) -> None:
     """Figures of a run folder (PNG and PDF) and one self-contained HTML page.
 
     \b
@@ -331,7 +334,7 @@ def report(run, out, formats, progress) -> None:
     """
     from drprobe.report.build import build_report
 
-    page = build_report(run, out, formats=formats, progress=progress)
+    page = build_report(run, out, formats=formats, progress=progress, reference=reference)
     click.echo(f"report: {page}")
 
 

@@ -27,8 +27,10 @@ from drprobe.experiment.derived import efficiency_table
 from drprobe.experiment.query import query, result_parts, run_table
 from drprobe.experiment.store import atomic_path
 from drprobe.experiment.study import per_job
+from drprobe.experiment.variants import variant_table
+from drprobe.metrics.redundancy import DEFAULT_DELTAS
 from drprobe.report.compare import COMPARE_FIGURES
-from drprobe.report.figures import FRACTION_FIGURES, FigureSkipped
+from drprobe.report.figures import FRACTION_FIGURES, FigureSkipped, main_selector
 from drprobe.report.html import FigureEntry, Skipped, render_page
 from drprobe.report.tables import (
     JOB,
@@ -38,6 +40,7 @@ from drprobe.report.tables import (
     run_meta,
     summary_from_results,
 )
+from drprobe.report.variants import variant_figures, variants_of
 
 FORMATS = ("png", "pdf", "svg")
 DPI = 100
@@ -92,7 +95,7 @@ def _write_atomic(path: Path, data: bytes) -> None:
         tmp.write_bytes(data)
 
 
-def _jobs(results: pd.DataFrame, tables: dict) -> list[tuple]:
+def _jobs(results: pd.DataFrame, tables: dict, variants: pd.DataFrame | None = None) -> list[tuple]:
     """(name, title, caption, draw) for every figure of the run, in page order."""
     jobs = []
     datasets = list(dict.fromkeys(results["dataset"]))
@@ -103,7 +106,7 @@ def _jobs(results: pd.DataFrame, tables: dict) -> list[tuple]:
                          lambda f=func, s=sub: f(s)))
     for name, title, func, source, caption in COMPARE_FIGURES:
         jobs.append((name, title, caption, lambda f=func, t=tables[source]: f(t)))
-    return jobs
+    return jobs + variant_figures(results, variants, slug)
 
 
 def build_report(
@@ -112,12 +115,15 @@ def build_report(
     *,
     formats: str | Sequence[str] = ("png", "pdf"),
     progress: bool = True,
+    reference: str | None = None,
 ) -> Path:
     """Draw every figure of ``run`` into ``out`` (default ``run/report``) and write the page.
 
     Files: ``<figure>.<fmt>`` for each drawn figure and format, and ``report.html`` with the
     figures embedded as PNG data URIs, the DR table, the per-model table and the run metadata.
     Figures the run has no data for are listed on the page with the reason, not drawn.
+    A run of several pretraining variants also gets ``variants.csv``
+    (:func:`~drprobe.experiment.variants.variant_table`; differences against ``reference``).
 
     Returns:
         The path of ``report.html``.
@@ -133,7 +139,10 @@ def build_report(
 
     drawn: list[tuple[FigureEntry, dict[str, bytes]]] = []
     skipped: list[Skipped] = []
-    jobs = _jobs(results, tables)
+    variants = (variant_table(results[results["selector"] == main_selector(results)],
+                              DEFAULT_DELTAS, reference=reference)
+                if variants_of(results) >= 2 else None)
+    jobs = _jobs(results, tables, variants)
     for name, title, caption, draw in tqdm(jobs, desc="report", disable=not progress,
                                            unit="figure"):
         try:
@@ -166,6 +175,8 @@ def build_report(
     for entry, files in drawn:
         for fmt, data in files.items():
             _write_atomic(out / f"{entry.name}.{fmt}", data)
+    if variants is not None:
+        _write_atomic(out / "variants.csv", variants.to_csv(index=False).encode())
     page_path = out / "report.html"
     _write_atomic(page_path, page.encode("utf-8"))
     return page_path
