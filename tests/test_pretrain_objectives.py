@@ -77,11 +77,11 @@ def test_plain_loss_is_cross_entropy_and_decov_adds_its_penalty():
     z = net.embed(x).detach().numpy()
     w, b = net.fc.weight.detach().numpy(), net.fc.bias.detach().numpy()
     ce = _cross_entropy(z @ w.T + b, y.numpy())
-    assert float(training_loss(net, x, y)[0]) == pytest.approx(ce, rel=1e-5)
+    assert float(training_loss(net, x, y)[0].detach()) == pytest.approx(ce, rel=1e-5)
     cov = np.cov(z.T.astype(np.float64), bias=True)
     penalty = 0.5 * ((cov ** 2).sum() - (np.diag(cov) ** 2).sum())
     assert penalty > 0
-    got = float(training_loss(net, x, y, decov_alpha=0.5)[0])
+    got = float(training_loss(net, x, y, decov_alpha=0.5)[0].detach())
     assert got == pytest.approx(ce + 0.5 * penalty, rel=1e-5)
 
 

@@ -17,7 +17,7 @@ import yaml
 
 from drprobe.cli import main
 from drprobe.errors import DrprobeError
-from drprobe.pretrain import parse_pretrain_config, run, run_folder
+from drprobe.pretrain import load_pretrain_config, parse_pretrain_config, run, run_folder
 from drprobe.pretrain.data import load_source
 from drprobe.pretrain.train import MODEL_FILE, PROVENANCE_FILE, STATE_FILE, train_one
 from drprobe.sources.builtin import sha256_file
@@ -133,15 +133,23 @@ def test_bad_config_is_one_line_and_exit_2(tmp_path, capsys, patch, needle):
     assert not (tmp_path / "out").exists()
 
 
-def test_tiny_study_config_is_valid_and_covers_every_variant_kind():
-    cfg = parse_pretrain_config(yaml.safe_load(
-        (ROOT / "configs/study/pretrain-tiny.yaml").read_text()))
+@pytest.mark.parametrize("name", ["pretrain.yaml", "pretrain-tiny.yaml"])
+def test_study_configs_are_valid_and_cover_every_variant_kind(name):
+    cfg = load_pretrain_config(ROOT / "configs" / "study" / name)
     recipes = [cfg.resolved(v.name) for v in cfg.variants]
     assert {r.adversarial.norm for r in recipes if r.adversarial} == {"l2", "linf"}
     assert any(r.matryoshka for r in recipes) and any(r.decov for r in recipes)
     assert any(r.dropout for r in recipes) and any(r.fixed_feature for r in recipes)
     assert {r.arch.name for r in recipes} == {"resnet", "vit"}
     assert len({r.arch.width for r in recipes}) > 1 and len({r.data.n_train for r in recipes}) > 1
+    assert len({r.dropout for r in recipes}) > 2 or name != "pretrain.yaml"
+
+
+def test_every_shipped_pretrain_config_validates():
+    paths = sorted((ROOT / "configs").rglob("pretrain*.yaml"))
+    assert len(paths) >= 2
+    for path in paths:
+        load_pretrain_config(path)
 
 
 @pytest.mark.slow
@@ -164,3 +172,17 @@ def test_cli_killed_for_real_resumes_to_the_same_model(tmp_path):
     subprocess.run([*argv, "--out", str(tmp_path / "b")], env=env, check=True)
     a, b = (sha256_file(run_folder(tmp_path / d, "ce", 0) / MODEL_FILE) for d in "ab")
     assert a == b
+
+
+@pytest.mark.slow
+def test_worker_processes_give_the_same_models_as_one_process(tmp_path):
+    cfg = {**TINY, "epochs": 1, "seeds": [0, 1],
+           "variants": [{"name": "ce"}, {"name": "adv", "adversarial": {"norm": "linf",
+                                                                         "eps": 0.03}}]}
+    one = run(cfg, tmp_path / "one", progress=False, threads=1)
+    two = run(cfg, tmp_path / "two", progress=False, jobs=2)
+    assert [(r.variant, r.seed) for r in two] == [(r.variant, r.seed) for r in one]
+    assert [r.provenance["sha256"] for r in two] == [r.provenance["sha256"] for r in one]
+    assert len({r.provenance["sha256"] for r in one}) == 4
+    with pytest.raises(DrprobeError, match="jobs must be a positive integer"):
+        run(cfg, tmp_path / "three", jobs=0)

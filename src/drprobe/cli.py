@@ -173,10 +173,12 @@ def run(config, out, executor, address, dry_run, cache_dir, progress) -> None:
 @click.option("--variants", default=None, help="Comma-separated variants to train [default: all].")
 @click.option("--device", default=None, help="Override the config's device (auto, cpu, cuda).")
 @click.option("--threads", type=int, default=None,
-              help="CPU threads for torch [default: torch's]; 1 is fastest on a busy machine.")
+              help="CPU threads for torch per process [default: torch's; 1 with --jobs].")
+@click.option("--jobs", type=int, default=1, show_default=True,
+              help="Runs trained at once, one process each (2 cores: --jobs 2 --threads 1).")
 @click.option("--progress/--no-progress", default=True, show_default=True,
               help="Show progress bars.")
-def pretrain(config, out, variants, device, threads, progress) -> None:
+def pretrain(config, out, variants, device, threads, jobs, progress) -> None:
     """Pretrain the variants of a config (YAML), each with every seed: OUT/VARIANT/seedK/.
 
     Each run writes model.pt (probe it as the model spec ckpt:OUT/VARIANT/seedK/model.pt)
@@ -190,11 +192,11 @@ def pretrain(config, out, variants, device, threads, progress) -> None:
     from drprobe.pretrain import load_pretrain_config
     from drprobe.pretrain import run as run_pretrain
 
-    _positive(threads=threads)
+    _positive(threads=threads, jobs=jobs)
     cfg = load_pretrain_config(config)
     out = out if out is not None else Path("runs") / cfg.name
     results = run_pretrain(cfg, out, progress=progress, device=device, threads=threads,
-                           variants=list(_names(variants)) if variants else None)
+                           jobs=jobs, variants=list(_names(variants)) if variants else None)
     for r in results:
         state = "trained" if r.trained else "done   "
         click.echo(f"{state} {r.variant}/seed{r.seed}  test_acc {r.provenance['test_acc']:.3f}  "

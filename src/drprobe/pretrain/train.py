@@ -188,7 +188,7 @@ def _train(recipe, seed, folder, source, device, progress, after_epoch) -> dict:
     steps = max(1, source.train_x.shape[0] // recipe.batch_size)
     opt, sched = _optimizer(recipe, net, steps * recipe.epochs)
     history: list[dict] = []
-    wall = 0.0
+    wall = cpu = 0.0
     if state_path.exists():
         state = torch.load(state_path, map_location="cpu", weights_only=True)
         _check_same(folder, json.loads(state["provenance"]), recipe, seed, "partial run")
@@ -197,28 +197,31 @@ def _train(recipe, seed, folder, source, device, progress, after_epoch) -> dict:
         sched.load_state_dict(state["scheduler"])
         _set_rng_state(state["rng"], generator, device)
         history, wall = json.loads(state["history"]), float(state["wall_seconds"])
+        cpu = float(state["cpu_seconds"])
     label = f"{recipe.name}/seed{seed}"
     epochs = tqdm(range(len(history), recipe.epochs), desc=label, initial=len(history),
                   total=recipe.epochs, unit="epoch", disable=not progress, leave=False)
     for epoch in epochs:
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         with tqdm(total=steps, desc=f"{label} epoch {epoch + 1}", unit="batch", leave=False,
                   disable=not progress) as bar:
             stats = _epoch(net, normalise, recipe, source, opt, sched, generator, bar)
         wall += time.perf_counter() - start
+        cpu += time.process_time() - start_cpu
         history.append({"epoch": epoch + 1, **{k: round(v, 6) for k, v in stats.items()}})
         state = {"model": net.state_dict(), "optimizer": opt.state_dict(),
                  "scheduler": sched.state_dict(), "rng": _rng_state(generator, device),
-                 "history": json.dumps(history), "wall_seconds": wall,
+                 "history": json.dumps(history), "wall_seconds": wall, "cpu_seconds": cpu,
                  "provenance": json.dumps({"config": recipe.model_dump(mode="json"),
                                            "seed": seed})}
         with atomic_path(state_path) as tmp:
             torch.save(state, tmp)
         if after_epoch is not None:
             after_epoch(epoch + 1)
-    start = time.perf_counter()
+    start, start_cpu = time.perf_counter(), time.process_time()
     test_acc = evaluate(net, normalise, source.test_x, source.test_y, recipe.data.image_size)
     wall += time.perf_counter() - start
+    cpu += time.process_time() - start_cpu
     checkpoint = {"format": CHECKPOINT_FORMAT, "network": args,
                   "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()},
                   "input_size": recipe.data.image_size, "mean": list(source.mean),
@@ -232,7 +235,7 @@ def _train(recipe, seed, folder, source, device, progress, after_epoch) -> dict:
         "history": history, "model": MODEL_FILE, "sha256": sha256_file(model_path),
         "d": recipe.arch.d, "network": args, "device": str(device),
         "torch": torch.__version__, "drprobe_version": __version__,
-        "wall_seconds": round(wall, 3),
+        "wall_seconds": round(wall, 3), "cpu_seconds": round(cpu, 3),
     }
     atomic_write_text(folder / PROVENANCE_FILE, json.dumps(provenance, indent=2) + "\n")
     return provenance
