@@ -33,7 +33,8 @@ from pathlib import Path
 
 from drprobe.errors import InvalidValueError
 
-__all__ = ["ClusterError", "join", "loopback_local_node", "parse_address", "token_source"]
+__all__ = ["ClusterError", "join", "loopback_local_node", "parse_address", "start_local",
+           "token_source"]
 
 MODE_ENV, TOKEN_ENV, TOKEN_PATH_ENV = "RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"
 DEFAULT_TOKEN_FILE = Path(".ray") / "auth_token"  # under the home folder
@@ -60,11 +61,14 @@ def token_source(environ: Mapping[str, str] | None = None, home: Path | None = N
     """Where a Ray client would read the cluster token from, in Ray's order; None if nowhere.
 
     Raises:
-        ClusterError: ``RAY_AUTH_TOKEN_PATH`` names a file that is missing or empty (Ray
-            treats that as fatal too).
+        ClusterError: ``RAY_AUTH_TOKEN`` is blank, or ``RAY_AUTH_TOKEN_PATH`` names a file that
+            is missing or empty (Ray finds no token there either, or treats it as fatal).
     """
     env = os.environ if environ is None else environ
-    if env.get(TOKEN_ENV, "").strip():
+    if env.get(TOKEN_ENV):  # Ray takes a set, non-empty variable even when it is blank
+        if not env[TOKEN_ENV].strip():
+            raise ClusterError(f"{TOKEN_ENV} is set but blank; set it to the cluster's token "
+                               "(`ray get-auth-token` on the head prints it) or unset it")
         return TOKEN_ENV
     named = env.get(TOKEN_PATH_ENV, "")
     if named:
@@ -220,16 +224,31 @@ def _check_joined(ray, address: str, dialled: set[str]) -> None:
                            "on the head node and give the address `ray start --head` printed")
 
 
+def start_local(ray) -> None:
+    """Start a one-node Ray in this process on 127.0.0.1 only, or refuse.
+
+    Ray on Linux rewrites ``127.0.0.1`` to the address of the default route, so the "local"
+    node would listen on the network; while Ray starts, its multi-node switch is off here,
+    which keeps every address on loopback. Checked afterwards on the node list.
+    """
+    try:
+        with loopback_local_node():
+            ray.init(include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
+    except (ConnectionError, RuntimeError, ValueError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise InvalidValueError(f"cannot start a local Ray: {first}") from None
+    if {n["NodeManagerAddress"] for n in ray.nodes()} != {"127.0.0.1"}:
+        ray.shutdown()
+        raise InvalidValueError("the local Ray did not stay on 127.0.0.1; start a cluster with "
+                                "`ray start --head` and pass its address as --address")
+
+
 @contextlib.contextmanager
 def loopback_local_node() -> Iterator[None]:
-    """While it lasts, a local Ray started with ``_node_ip_address="127.0.0.1"`` stays there.
-
-    Ray on Linux otherwise rewrites ``127.0.0.1`` to the address of the default route, so the
-    "local" node would listen on the network.
-    """
+    """While it lasts, Ray resolves ``127.0.0.1`` to itself (its single-machine behaviour)."""
     from ray._private import ray_constants
 
-    saved = getattr(ray_constants, "ENABLE_RAY_CLUSTER", None)
+    saved = ray_constants.ENABLE_RAY_CLUSTER
     ray_constants.ENABLE_RAY_CLUSTER = False
     try:
         yield

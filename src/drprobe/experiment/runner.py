@@ -346,13 +346,7 @@ def _ray_session(address: str | None) -> Iterator[object]:
     if address:
         cluster.join(ray, address)
     else:
-        try:
-            with cluster.loopback_local_node():
-                ray.init(include_dashboard=False, _node_ip_address="127.0.0.1",
-                         log_to_driver=False)
-        except (ConnectionError, RuntimeError, ValueError) as err:
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise InvalidValueError(f"cannot start a local Ray: {first}") from None
+        cluster.start_local(ray)
     try:
         yield ray
     finally:
