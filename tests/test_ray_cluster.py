@@ -3,8 +3,9 @@
 Two nodes, each its own ``ray start`` process tree (a head, and a worker node with its own
 resources), every process pinned to 127.0.0.1. On Linux Ray rewrites ``127.0.0.1`` to the
 address of the default route, so the cluster lives in a private network namespace that holds
-nothing but the loopback interface (and in its own process namespace, so ``ray stop --force``
-there reaches only this cluster; killing the namespace's first process ends every one of them).
+nothing but the loopback interface, and in its own process namespace: when the test ends,
+however it ends, the namespace's first process is killed and the kernel ends every other one
+(the cluster's processes only, where ``ray stop --force`` would stop every Ray on the machine).
 The test first checks that every node the cluster lists is at 127.0.0.1 and stops if not.
 
 A small config runs through ``drprobe run --executor ray --address 127.0.0.1:PORT`` and its

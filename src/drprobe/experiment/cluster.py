@@ -150,15 +150,22 @@ def _quiet_native_stderr() -> Iterator[None]:
         os.close(saved)
 
 
+def _auth_errors() -> tuple[type[BaseException], ...]:
+    import ray.exceptions
+
+    return tuple(e for e in [getattr(ray.exceptions, "AuthenticationError", None)] if e)
+
+
 def _alive_nodes(ray, address: str, source: str | None) -> list:
     """The cluster's alive node records, read from the head's GCS at ``address`` (only)."""
     from ray._raylet import GcsClient
 
+    auth_errors = _auth_errors()  # empty before Ray 2.52
     try:
         with _quiet_native_stderr():
             client = GcsClient(address=address)
             infos = client.get_all_node_info(timeout=30)
-    except ray.exceptions.AuthenticationError:
+    except auth_errors:
         mode = os.environ.get(MODE_ENV)
         if mode is not None and mode.lower() != "token":
             raise ClusterError(
@@ -190,8 +197,8 @@ def join(ray, address: str) -> None:
     """
     host, port = parse_address(address)
     _check_reachable(host, port, address)
-    dialled = _host_ips(host)
-    if not dialled or _ray_would_dial(host) != host:
+    dialled = _host_ips(host) | {host}
+    if _ray_would_dial(host) not in dialled:
         raise ClusterError(
             f"Ray would not dial {address!r} as given (it rewrites loopback addresses to this "
             "machine's network address); give the head's address as `ray start --head` "
@@ -210,15 +217,17 @@ def join(ray, address: str) -> None:
         raise ClusterError(f"cannot join the Ray cluster at {address!r} ({type(err).__name__}); "
                            "run drprobe on the head node, with the Ray version the cluster "
                            "runs") from None
-    _check_joined(ray, address, dialled)
+    _check_joined(ray, address, port, dialled)
 
 
-def _check_joined(ray, address: str, dialled: set[str]) -> None:
+def _check_joined(ray, address: str, port: int, dialled: set[str]) -> None:
     """Refuse (and disconnect) unless Ray joined ``address`` with the driver on a dialled host."""
     context = ray.get_runtime_context()
+    gcs_host, gcs_port = parse_address(context.gcs_address)
     node = context.get_node_id()
     here = [n["NodeManagerAddress"] for n in ray.nodes() if n["NodeID"] == node]
-    if context.gcs_address != address or not here or here[0] not in dialled:
+    if (gcs_host not in dialled or gcs_port != port or not here
+            or here[0] not in dialled):
         ray.shutdown()
         raise ClusterError(f"Ray did not join the cluster at {address!r} as given; run drprobe "
                            "on the head node and give the address `ray start --head` printed")
