@@ -8,12 +8,12 @@ import torch
 
 from drprobe.pretrain.objectives import decov_penalty, pgd, project, training_loss
 from drprobe.sources.smallnets import (
-    FixedFeatureHead,
     MatryoshkaHead,
     build_network,
     default_widths,
     penultimate_width,
 )
+from drprobe.sources.zoo.heads import PrefixLinear
 
 TINY = {"base_channels": 2, "blocks": [1, 1, 1, 1]}  # d = 16
 
@@ -129,7 +129,7 @@ def test_projection_onto_the_balls():
 
 def test_fixed_feature_head_reads_only_the_first_k_neurons():
     net = _net(head="fixed_feature", head_args={"k": 5}).eval()
-    assert isinstance(net.fc, FixedFeatureHead)
+    assert isinstance(net.fc, PrefixLinear) and net.fc.in_features == 5
     g = torch.Generator().manual_seed(0)
     z = torch.randn(4, 16, generator=g)
     changed = z.clone()
@@ -139,7 +139,7 @@ def test_fixed_feature_head_reads_only_the_first_k_neurons():
     touched[:, 4] += 1.0
     assert not torch.allclose(net.classify(z), net.classify(touched))
     with pytest.raises(Exception, match="fixed_feature k must be in"):
-        FixedFeatureHead(16, 17, 10)
+        _net(head="fixed_feature", head_args={"k": 17})
 
 
 def test_dropout_is_off_at_evaluation_and_on_in_training():

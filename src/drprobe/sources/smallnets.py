@@ -13,8 +13,9 @@ Two architectures, both built from timm's own classes:
 Both expose the same pretraining interface: :meth:`embed` gives the d-wide pooled vector (the
 penultimate layer), ``penultimate_dropout`` is the dropout applied to it during training only,
 and the module named by :attr:`classifier_name` is the head, which always receives the whole
-d-wide vector: a plain ``Linear``, a :class:`FixedFeatureHead` (reads only the first k
-neurons) or a :class:`MatryoshkaHead` (one Linear per nested prefix). So drprobe's
+d-wide vector: a plain ``Linear``, the FF-k head
+:class:`~drprobe.sources.zoo.heads.PrefixLinear` (reads only the first k neurons) or a
+:class:`MatryoshkaHead` (one Linear per nested prefix). So drprobe's
 ``penultimate`` (the input of the classifier) is d-wide for every variant.
 
 The constructor arguments are plain data (:func:`build_network` ``(**args)``), stored in
@@ -29,8 +30,9 @@ import torch
 from torch import nn
 
 from drprobe.errors import InvalidValueError, MissingDataError, unknown
+from drprobe.sources.zoo.heads import PrefixLinear
 
-__all__ = ["ARCHS", "HEADS", "FixedFeatureHead", "MatryoshkaHead", "build_network",
+__all__ = ["ARCHS", "HEADS", "MatryoshkaHead", "build_network",
            "default_widths", "penultimate_width"]
 
 ARCHS = ("resnet", "vit")
@@ -40,23 +42,6 @@ HEADS = ("linear", "fixed_feature", "matryoshka")
 RESNET_DEFAULTS: dict[str, Any] = {"base_channels": 16, "blocks": (1, 1, 1, 1)}
 VIT_DEFAULTS: dict[str, Any] = {"patch_size": 4, "embed_dim": 64, "depth": 4, "num_heads": 4,
                                 "mlp_ratio": 2.0}
-
-
-class FixedFeatureHead(nn.Module):
-    """FF-k classifier: a Linear that reads only the first ``k`` of the ``d`` input neurons.
-
-    Input (b, d) -> logits (b, n_classes); neurons ``k..d-1`` never reach the output.
-    """
-
-    def __init__(self, d: int, k: int, n_classes: int) -> None:
-        super().__init__()
-        if not 1 <= k <= d:
-            raise InvalidValueError(f"fixed_feature k must be in [1, {d}] (d = {d}), got {k}")
-        self.k = k
-        self.linear = nn.Linear(k, n_classes)
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.linear(z[:, :self.k])
 
 
 class MatryoshkaHead(nn.Module):
@@ -112,7 +97,10 @@ def _head(kind: str, d: int, n_classes: int, head_args: dict[str, Any]) -> nn.Mo
     if kind == "linear":
         return nn.Linear(d, n_classes)
     if kind == "fixed_feature":
-        return FixedFeatureHead(d, int(head_args["k"]), n_classes)
+        k = int(head_args["k"])
+        if not 1 <= k <= d:
+            raise InvalidValueError(f"fixed_feature k must be in [1, {d}] (d = {d}), got {k}")
+        return PrefixLinear(k, n_classes)
     if kind == "matryoshka":
         return MatryoshkaHead(d, head_args.get("widths") or default_widths(d), n_classes)
     raise unknown("head", kind, HEADS)
