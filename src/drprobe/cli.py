@@ -1,5 +1,5 @@
-"""Command-line interface: ``drprobe demo | run | extract | probe | layers | models | datasets |
-report | results``.
+"""Command-line interface: ``drprobe demo | run | pretrain | extract | probe | layers | models |
+datasets | report | results``.
 
 Every refusal is one line on stderr and exit status 2.
 """
@@ -126,7 +126,8 @@ def demo(out, model, layers, dataset, n_train, n_test, image_size, fractions, se
 @click.option("--executor", type=click.Choice(["local", "ray"]), default="local",
               show_default=True, help="Run jobs in this process or as Ray tasks.")
 @click.option("--address", default=None,
-              help="Ray cluster address (with --executor ray) [default: start a local Ray].")
+              help="Ray head HOST:PORT, as `ray start --head` printed it (with --executor ray; "
+                   "see docs/many-machines.md) [default: start a local Ray].")
 @click.option("--dry-run", is_flag=True, help="List the jobs and an estimated cost; run nothing.")
 @click.option("--cache-dir", type=click.Path(path_type=Path), default=None,
               help="Feature cache [default: $DRPROBE_CACHE or ~/.cache/drprobe].")
@@ -164,6 +165,44 @@ def run(config, out, executor, address, dry_run, cache_dir, progress) -> None:
                             log=_echo_err if progress and executor == "local" else None)
     click.echo(f"ran {len(output.ran)} job(s), {len(output.skipped)} already complete")
     _print_summary(f"Experiment {cfg.name}", output, out)
+
+
+@app.command()
+@click.argument("config", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Output folder [default: runs/NAME, NAME from the config].")
+@click.option("--variants", default=None, help="Comma-separated variants to train [default: all].")
+@click.option("--device", default=None, help="Override the config's device (auto, cpu, cuda).")
+@click.option("--threads", type=int, default=None,
+              help="CPU threads for torch per process [default: torch's; 1 with --jobs].")
+@click.option("--jobs", type=int, default=1, show_default=True,
+              help="Runs trained at once, one process each (2 cores: --jobs 2 --threads 1).")
+@click.option("--progress/--no-progress", default=True, show_default=True,
+              help="Show progress bars.")
+def pretrain(config, out, variants, device, threads, jobs, progress) -> None:
+    """Pretrain the variants of a config (YAML), each with every seed: OUT/VARIANT/seedK/.
+
+    Each run writes model.pt (probe it as the model spec ckpt:OUT/VARIANT/seedK/model.pt)
+    and provenance.json; finished runs are skipped and killed ones resume from their last
+    epoch. See docs/pretrain.md and configs/study/pretrain.yaml.
+
+    \b
+    Example:
+      drprobe pretrain configs/study/pretrain-tiny.yaml --out runs/pretrain-tiny
+    """
+    from drprobe.pretrain import load_pretrain_config
+    from drprobe.pretrain import run as run_pretrain
+
+    _positive(threads=threads, jobs=jobs)
+    cfg = load_pretrain_config(config)
+    out = out if out is not None else Path("runs") / cfg.name
+    results = run_pretrain(cfg, out, progress=progress, device=device, threads=threads,
+                           jobs=jobs, variants=list(_names(variants)) if variants else None)
+    for r in results:
+        state = "trained" if r.trained else "done   "
+        click.echo(f"{state} {r.variant}/seed{r.seed}  test_acc {r.provenance['test_acc']:.3f}  "
+                   f"{r.provenance['wall_seconds']:.0f}s  {r.spec}")
+    click.echo(f"index: {out / 'models.csv'}")
 
 
 @app.command()

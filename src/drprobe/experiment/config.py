@@ -20,7 +20,7 @@ import re
 import types
 import typing
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, TypeVar, Union
 
 import yaml
 from pydantic import (
@@ -36,13 +36,16 @@ from pydantic import (
 from drprobe.errors import InvalidValueError
 
 __all__ = ["ConfigError", "DatasetConfig", "ExperimentConfig", "ModelConfig", "ProbeConfig",
-           "Resources", "load_config", "parse_config"]
+           "Resources", "load_config", "parse_config", "read_yaml", "validate"]
 
 PositiveInt = Annotated[int, Field(gt=0, strict=True)]
 PRECOMPUTED = "precomputed"  # model spec of a ``features:PATH`` dataset
 DEFAULT_SEEDS = (1, 2, 3)
 DEFAULT_DELTAS = (0.8, 0.9, 0.95, 0.99)
 DEFAULT_L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
+
+
+Model = TypeVar("Model", bound=BaseModel)
 
 
 class ConfigError(InvalidValueError):
@@ -105,13 +108,12 @@ class ModelConfig(_Strict):
     def _known_spec(cls, spec: str) -> str:
         if spec == PRECOMPUTED:
             return spec
-        from drprobe.sources import models
+        from drprobe.sources import models, registry
 
-        canonical = models.canonical_spec(spec)
-        prefix = canonical.split(":", 1)[0]
-        if canonical not in models.available_models() and prefix not in models._PREFIXES:
+        canonical = registry.canonical_spec(spec)
+        if not registry.known_spec(canonical):
             valid = sorted(models.available_models()) + [f"{p}:NAME" for p in
-                                                        sorted(models._PREFIXES)]
+                                                        registry.registered_prefixes()]
             raise ValueError(f"unknown model {spec!r}; valid choices: {', '.join(valid)}, "
                              f"{PRECOMPUTED} (with a features:PATH dataset)")
         return canonical
@@ -345,9 +347,9 @@ def _is_model(t: Any) -> bool:
     return isinstance(t, type) and issubclass(t, BaseModel)
 
 
-def _annotation_at(loc: tuple) -> Any:
+def _annotation_at(loc: tuple, root: type[BaseModel]) -> Any:
     """The annotation of the field at ``loc`` (list items for integer parts), or None."""
-    current: Any = ExperimentConfig
+    current: Any = root
     for part in loc:
         if isinstance(part, int):
             current = _base(current, lambda t: typing.get_origin(t) is list)
@@ -360,9 +362,9 @@ def _annotation_at(loc: tuple) -> Any:
     return current
 
 
-def _fields_at(loc: tuple) -> list[str]:
+def _fields_at(loc: tuple, root: type[BaseModel]) -> list[str]:
     """The valid field names of the object at ``loc`` (a pydantic error location)."""
-    model = _base(_annotation_at(loc), _is_model)
+    model = _base(_annotation_at(loc, root), _is_model)
     return list(model.model_fields) if model is not None else []
 
 
@@ -383,17 +385,17 @@ def _path(loc: tuple) -> str:
     return out or "(top level)"
 
 
-def _message(err: dict) -> tuple[tuple, str]:
-    """(location, one-line message) for one pydantic error."""
+def _message(err: dict, root: type[BaseModel]) -> tuple[tuple, str]:
+    """(location, one-line message) for one pydantic error of a ``root`` model."""
     kind, loc, got, ctx = err["type"], tuple(err["loc"]), err.get("input"), err.get("ctx", {})
     if kind == "extra_forbidden":
-        return loc, f"unknown field; valid fields: {', '.join(_fields_at(loc[:-1]))}"
+        return loc, f"unknown field; valid fields: {', '.join(_fields_at(loc[:-1], root))}"
     if kind == "missing":
         return loc, "required field is missing"
     if kind in ("int_type", "int_parsing", "int_from_float"):
         return loc, f"must be an integer, got {got!r}"
     if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
-        is_int = _base(_annotation_at(loc), lambda t: t is int) is not None
+        is_int = _base(_annotation_at(loc, root), lambda t: t is int) is not None
         if is_int and ctx.get("gt") == 0:
             return loc, f"must be a positive integer, got {got!r}"
         return loc, f"must be {_interval(ctx)}, got {got!r}"
@@ -415,11 +417,20 @@ def parse_config(data: Any, source: str = "config") -> ExperimentConfig:
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: an experiment config must be a mapping of fields "
                           f"(name, models, datasets, ...), got {type(data).__name__}")
+    return validate(ExperimentConfig, data, source)
+
+
+def validate(root: type[Model], data: dict, source: str) -> Model:
+    """``root.model_validate(data)`` with the first problem as one line ``SOURCE: FIELD: ...``.
+
+    Raises:
+        ConfigError: the first validation error, located and worded for people.
+    """
     try:
-        return ExperimentConfig.model_validate(data)
+        return root.model_validate(data)
     except ValidationError as err:
         first = err.errors(include_url=False)[0]
-        loc, msg = _message(first)
+        loc, msg = _message(first, root)
         raise ConfigError(f"{source}: {_path(loc)}: {msg}") from None
 
 
@@ -428,6 +439,15 @@ def load_config(path: str | os.PathLike) -> ExperimentConfig:
 
     Raises:
         ConfigError: missing file, malformed YAML (file, line and column) or an invalid field.
+    """
+    return parse_config(read_yaml(path), str(path))
+
+
+def read_yaml(path: str | os.PathLike) -> Any:
+    """The data of a YAML file.
+
+    Raises:
+        ConfigError: missing or unreadable file, malformed YAML (file, line and column).
     """
     path = Path(path)
     try:
@@ -443,4 +463,4 @@ def load_config(path: str | os.PathLike) -> ExperimentConfig:
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
         raise ConfigError(f"{path}: {where}malformed YAML: {problem}") from None
-    return parse_config(data, str(path))
+    return data
