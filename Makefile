@@ -7,7 +7,7 @@ FMNIST := /usr/share/datasets/fashion-mnist
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 TORCH  := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup data browser demo test test-fast bench lint clean
+.PHONY: setup data browser demo study test test-fast bench lint clean
 
 setup: $(STAMP) data
 
@@ -36,6 +36,12 @@ browser:
 
 demo: setup
 	$(BIN)/drprobe demo
+
+# The whole study of docs/findings.md: pretrain the variants (configs/study/pretrain.yaml), run
+# every configs/study/*.yaml, draw the reports, copy figures and tables to docs/img/findings/.
+# Resumable; per-stage wall and CPU seconds in runs/study/timings.json.
+study: setup
+	$(BIN)/drprobe study configs/study --out runs/study --figures docs/img/findings --jobs 2 --threads 1
 
 test: setup browser
 	$(BIN)/python -m pytest -q

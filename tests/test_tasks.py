@@ -67,8 +67,8 @@ def test_config_fields_are_validated(tmp_path):
     assert cfg.datasets[0].display == f"features:{tmp_path / 'x.npz'}+parity"
     with pytest.raises(ConfigError, match=r"datasets\[0\]\.labels: unknown label grouping 'odd'"):
         parse_config(_config(tmp_path / "x.npz", labels="odd"))
-    with pytest.raises(ConfigError, match=r"datasets\[0\]\.null: must be one of"):
-        parse_config(_config(tmp_path / "x.npz", null="uniform"))
+    with pytest.raises(ConfigError, match=r"datasets\[0\]\.baseline: must be one of"):
+        parse_config(_config(tmp_path / "x.npz", baseline="uniform"))
     with pytest.raises(ConfigError, match="groups must be 0..1"):
         parse_config(_config(tmp_path / "x.npz", labels={0: 0, 1: 3}))
 
@@ -89,8 +89,8 @@ def test_run_with_groupings_and_nulls(tmp_path, digits_npz):
 
     data = _config(digits_npz)
     base = data["datasets"][0]
-    data["datasets"] = [base, {**base, "labels": "parity"}, {**base, "null": "shuffled_labels"},
-                        {**base, "labels": "ge5", "null": "gaussian", "label": "noise"}]
+    data["datasets"] = [base, {**base, "labels": "parity"}, {**base, "baseline": "shuffled_labels"},
+                        {**base, "labels": "ge5", "baseline": "gaussian", "label": "noise"}]
     out = run_experiment(parse_config(data), tmp_path / "run", progress=False, plot=False)
     res = out.results
     full = res[res["k"] == res["d"]].set_index("dataset")

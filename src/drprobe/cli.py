@@ -353,6 +353,35 @@ def datasets() -> None:
 
 
 @app.command()
+@click.argument("folder", type=click.Path(path_type=Path), default=Path("configs/study"))
+@click.option("--out", type=click.Path(path_type=Path), default=Path("runs/study"),
+              show_default=True, help="Study folder (the run configs' ckpt: paths point in it).")
+@click.option("--figures", type=click.Path(path_type=Path), default=None,
+              help="Copy every report figure and table here [default: nowhere].")
+@click.option("--jobs", type=int, default=2, show_default=True,
+              help="Pretraining runs at once, one process each.")
+@click.option("--threads", type=int, default=1, show_default=True,
+              help="CPU threads for torch per pretraining process.")
+@click.option("--reference", default="ce", show_default=True,
+              help="Variant the others are compared with in each report's variants.csv.")
+@click.option("--progress/--no-progress", default=True, show_default=True,
+              help="Show progress bars.")
+def study(folder, out, figures, jobs, threads, reference, progress) -> None:
+    """The whole study: pretrain, every run config, reports, figures copied.
+
+    \b
+    Example:
+      drprobe study configs/study --out runs/study --figures docs/img/findings
+    """
+    from drprobe.pipeline import run_study
+
+    timings = run_study(folder, out, figures=figures, jobs=jobs, threads=threads,
+                        reference=reference, progress=progress, log=click.echo)
+    for name, t in timings.items():
+        click.echo(f"{name}: {t['wall_seconds']:.0f} s wall, {t['cpu_seconds']:.0f} s CPU")
+
+
+@app.command()
 @click.argument("run", type=click.Path(path_type=Path))
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Output folder [default: RUN/report].")

@@ -141,8 +141,8 @@ class DatasetConfig(_Strict):
     ``n_train`` / ``n_test``: stratified subsamples (None = the whole split; 10% of train, by
     default, becomes validation). ``image_size``: input side in pixels (None = the model's).
     ``label``: its name in results and job ids (default: the spec, plus ``+GROUPING`` /
-    ``+NULL`` when those are set). ``labels``: regroup the classes, by name (``parity``, ``ge5``,
-    ``pairs``, ``fashion3``) or as ``{class: group}``; ``null``: a null baseline (``gaussian``
+    ``+BASELINE`` when those are set). ``labels``: regroup the classes, by name (``parity``, ``ge5``,
+    ``pairs``, ``fashion3``) or as ``{class: group}``; ``baseline``: a null baseline (``gaussian``
     features or ``shuffled_labels``); see :mod:`drprobe.experiment.tasks`.
     """
 
@@ -153,7 +153,7 @@ class DatasetConfig(_Strict):
     data_root: str | None = None
     label: str | None = Field(None, min_length=1)
     labels: Annotated[str | dict[int, int], AfterValidator(_grouping)] | None = None
-    null: Literal["gaussian", "shuffled_labels"] | None = None
+    baseline: Literal["gaussian", "shuffled_labels"] | None = None
 
     @field_validator("name")
     @classmethod
@@ -179,7 +179,7 @@ class DatasetConfig(_Strict):
         if self.label:
             return self.label
         grouping = self.labels if isinstance(self.labels, str) or self.labels is None else "grouped"
-        return "+".join([self.name] + [x for x in (grouping, self.null) if x])
+        return "+".join([self.name] + [x for x in (grouping, self.baseline) if x])
 
 
 class ProbeConfig(_Strict):
@@ -282,8 +282,8 @@ class ExperimentConfig(_Strict):
                 "; give each a distinct `name`")
         _unique([d.display for d in self.datasets], "dataset",
                 "; give each a distinct `label`")
-        if self.protocol == "faithful" and any(d.labels or d.null for d in self.datasets):
-            raise ValueError("dataset labels/null act on cached features; protocol 'faithful' "
+        if self.protocol == "faithful" and any(d.labels or d.baseline for d in self.datasets):
+            raise ValueError("dataset labels/baseline act on cached features; protocol 'faithful' "
                              "trains on images: valid with them: protocol cached")
         precomputed = [m.spec == PRECOMPUTED for m in self.models]
         features = [d.name.startswith("features:") for d in self.datasets]

@@ -284,7 +284,7 @@ def run_job(
 
     X_train, y_train, X_test, y_test = apply_task(
         feats["train"].X, feats["train"].y, feats["test"].X, feats["test"].y,
-        labels=data.labels, null=data.null)
+        labels=data.labels, null=data.baseline)
     d = int(X_train.shape[1])
     if log:
         log(f"probing {model.label} [{weights}] {layer} on {data.display} (d={d})")

@@ -1,7 +1,7 @@
 """Downstream tasks derived from a dataset: label groupings and null baselines.
 
 A dataset entry of an experiment may regroup its classes (``labels``) and may replace its
-features or labels by a null baseline (``null``); both act on the cached features and labels, so
+features or labels by a null baseline (``baseline``); both act on the cached features and labels, so
 every grouping of a dataset shares one feature extraction.
 
 Label groupings map each original class to a group id; the group ids must be 0 .. m-1 (m >= 2).
