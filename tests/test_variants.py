@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from drprobe.errors import InvalidValueError
-from drprobe.experiment.variants import curves_table, split_label, variant_table
+from drprobe.experiment.variants import curves_table, split_label, task_table, variant_table
 from drprobe.metrics.redundancy import critical_mass, diffused_redundancy
 
 FRACTIONS = [0.1, 0.25, 0.5, 1.0]
@@ -21,7 +21,7 @@ def test_split_label():
     assert split_label("seed1") == ("seed1", 0)
 
 
-def fake_results(seed: int = 0, n_test: int = 200) -> pd.DataFrame:
+def fake_results(seed: int = 0, n_test: int = 200, harder: float = 0.0) -> pd.DataFrame:
     """Rows of a run: variants 'steep' and 'flat' (3 networks each, 3 probe seeds), their
     random twins under 'steep', on two datasets; correctness drawn per example."""
     rng = np.random.default_rng(seed)
@@ -34,7 +34,8 @@ def fake_results(seed: int = 0, n_test: int = 200) -> pd.DataFrame:
                     jitter = rng.uniform(-0.03, 0.03)
                     for s in (1, 2, 3):
                         for f in FRACTIONS:
-                            acc = full * min(1.0, f / (knee + jitter)) if f < 1 else full
+                            bend = knee + jitter + (harder if ds == "digits" else 0.0)
+                            acc = full * min(1.0, f / bend) if f < 1 else full
                             correct = rng.random(n_test) < acc
                             rows.append({"model": f"{variant}/seed{net}", "weights": weights,
                                          "layer": "penultimate", "dataset": ds,
@@ -130,3 +131,18 @@ def test_report_draws_variant_figures(tmp_path):
     assert (page.parent / "variants-dr.png").stat().st_size > 5000
     assert (page.parent / "variants-curves-px0.png").exists()
     assert "DR per pretraining variant" in page.read_text()
+
+
+def test_task_table_pairs_networks_across_tasks():
+    res = fake_results(2, harder=0.3)  # digits needs 0.3 more of the layer than mnist
+    table = task_table(res, [0.9], n_boot=200)
+    assert set(table["dataset"]) == {"digits"} and set(table["reference_dataset"]) == {"mnist"}
+    steep = table[table["variant"] == "steep"].iloc[0]
+    nets = []
+    for _, net in res[(res["model"].str.startswith("steep")) & (res["weights"] == "checkpoint")
+                      & (res["dataset"] == "digits")].groupby("model"):
+        curve = net.pivot_table(index="seed", columns="fraction", values="test_acc")
+        nets.append(critical_mass([4, 10, 20, 40], curve.to_numpy(), curve[1.0].mean(), 0.9))
+    assert steep["k_star"] == pytest.approx(np.mean(nets))
+    assert steep["k_star_diff"] > 0 and steep["k_star_diff_low"] > 0
+    assert steep["dr_diff_high"] < 0

@@ -10,8 +10,8 @@ Stages, each resumable (a second call skips finished work):
 1. ``drprobe pretrain pretrain.yaml --out OUT/pretrain``;
 2. ``drprobe run NAME.yaml --out OUT/NAME`` for each run config, in name order;
 3. ``drprobe report OUT/NAME`` (variants compared with ``reference`` when the run has it);
-4. every report PNG copied to ``figures/NAME-<figure>.png`` and the report's ``variants.csv``
-   and the run's ``summary.csv`` to ``figures/NAME-variants.csv`` / ``NAME-summary.csv``.
+4. every report PNG copied to ``figures/NAME-<figure>.png``; the report's ``variants.csv`` and
+   ``tasks.csv`` and the run's ``summary.csv`` to ``figures/NAME-<table>.csv``.
 
 Wall and CPU seconds of each stage go to ``OUT/timings.json``. Memory: that of the largest
 stage (a pretraining process per job, or one run's largest feature array).
@@ -97,6 +97,7 @@ def run_study(
             for src in sorted((out / name / "report").glob("*.png")):
                 shutil.copyfile(src, figures / f"{name}-{src.name}")
             for src, what in ((out / name / "report" / "variants.csv", "variants"),
+                              (out / name / "report" / "tasks.csv", "tasks"),
                               (out / name / "summary.csv", "summary")):
                 if src.is_file():
                     shutil.copyfile(src, figures / f"{name}-{what}.csv")

@@ -22,6 +22,7 @@ from drprobe.errors import InvalidValueError
 from drprobe.metrics.compare import (
     Draws,
     Variant,
+    compare_variants,
     curve_stats,
     draw,
     interval,
@@ -29,8 +30,8 @@ from drprobe.metrics.compare import (
     replicate_curves,
 )
 
-__all__ = ["SEED_SUFFIX", "curves_table", "split_label", "variant_column", "variant_data",
-           "variant_table"]
+__all__ = ["SEED_SUFFIX", "curves_table", "split_label", "task_table", "variant_column",
+           "variant_data", "variant_table"]
 
 SEED_SUFFIX = re.compile(r"^(?P<variant>.+?)[/_.-]seed(?P<seed>\d+)$")
 RANDOM = "random"
@@ -143,3 +144,39 @@ def curves_table(results: pd.DataFrame) -> pd.DataFrame:
     return (per_net.groupby([*GROUP, "fraction"], sort=False)
             .agg(acc=("acc", "mean"), acc_min=("acc", "min"), acc_max=("acc", "max"),
                  k=("k", "first"), networks=("pretrain_seed", "nunique")).reset_index())
+
+
+def task_table(
+    results: pd.DataFrame, deltas: Sequence[float] = (0.9,), *, n_boot: int = 1000,
+    ci: float = 0.95, random_state: int = 0,
+) -> pd.DataFrame:
+    """Each variant's k*_δ and DR_δ on every dataset against its first dataset (run order).
+
+    One row per (variant, layer, selector, dataset, δ) with k_star, dr, and the differences
+    k_star_diff / dr_diff (dataset − reference dataset) with hierarchical bootstrap intervals
+    in which the networks are paired (the same networks on both tasks) and so are the test
+    examples when both tasks have the same number of them (e.g. two label groupings of one
+    test set). Groups without a second dataset are left out.
+    """
+    res = _baseline_rows(variant_column(results))
+    first = res["dataset"].iloc[0] if len(res) else None
+    out = []
+    for (variant, layer, sel), rows in res.groupby(["variant", "layer", "selector"], sort=False):
+        data = {ds: variant_data(r) for ds, r in rows.groupby("dataset", sort=False)}
+        ref_name = first if first in data else next(iter(data))
+        ref = data[ref_name]
+        for ds, v in data.items():
+            if ds == ref_name or v.shape[0] != ref.shape[0]:
+                continue
+            for delta in deltas:
+                row = {"variant": variant, "layer": layer, "selector": sel, "dataset": ds,
+                       "reference_dataset": ref_name, "delta": float(delta)}
+                for stat in ("k_star", "dr"):
+                    diff = compare_variants(v, ref, delta, stat, n_boot=n_boot, ci=ci,
+                                            paired_tests=v.shape[3] == ref.shape[3],
+                                            paired_seeds=True, random_state=random_state)
+                    row.update({stat: diff["a"], f"{stat}_reference": diff["b"],
+                                f"{stat}_diff": diff["diff"], f"{stat}_diff_low": diff["low"],
+                                f"{stat}_diff_high": diff["high"]})
+                out.append(row)
+    return pd.DataFrame(out)

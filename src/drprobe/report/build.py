@@ -27,7 +27,7 @@ from drprobe.experiment.derived import efficiency_table
 from drprobe.experiment.query import query, result_parts, run_table
 from drprobe.experiment.store import atomic_path
 from drprobe.experiment.study import per_job
-from drprobe.experiment.variants import variant_table
+from drprobe.experiment.variants import task_table, variant_table
 from drprobe.metrics.redundancy import DEFAULT_DELTAS
 from drprobe.report.compare import COMPARE_FIGURES
 from drprobe.report.figures import FRACTION_FIGURES, FigureSkipped, main_selector
@@ -123,7 +123,8 @@ def build_report(
     figures embedded as PNG data URIs, the DR table, the per-model table and the run metadata.
     Figures the run has no data for are listed on the page with the reason, not drawn.
     A run of several pretraining variants also gets ``variants.csv``
-    (:func:`~drprobe.experiment.variants.variant_table`; differences against ``reference``).
+    (:func:`~drprobe.experiment.variants.variant_table`; differences against ``reference``)
+    and, with several datasets, ``tasks.csv`` (:func:`~drprobe.experiment.variants.task_table`).
 
     Returns:
         The path of ``report.html``.
@@ -177,6 +178,10 @@ def build_report(
             _write_atomic(out / f"{entry.name}.{fmt}", data)
     if variants is not None:
         _write_atomic(out / "variants.csv", variants.to_csv(index=False).encode())
+        if results["dataset"].nunique() > 1:
+            tasks = task_table(results[results["selector"] == main_selector(results)],
+                               DEFAULT_DELTAS)
+            _write_atomic(out / "tasks.csv", tasks.to_csv(index=False).encode())
     page_path = out / "report.html"
     _write_atomic(page_path, page.encode("utf-8"))
     return page_path
