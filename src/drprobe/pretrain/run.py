@@ -124,7 +124,7 @@ def run(config: PretrainConfig | dict | str | os.PathLike, out: str | os.PathLik
         progress: bool = True, variants: list[str] | None = None,
         device: str | None = None, threads: int | None = None,
         jobs: int = 1) -> list[PretrainResult]:
-    """Train every (variant, seed) of ``config`` into ``out``.
+    """Train every (variant, seed) of ``config`` into ``out``, all variants' first seed first.
 
     Args:
         config: a :class:`PretrainConfig`, its plain data, or the path of its YAML file.
@@ -163,7 +163,9 @@ def run(config: PretrainConfig | dict | str | os.PathLike, out: str | os.PathLik
     atomic_write_text(out / CONFIG_FILE,
                       yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
     target = resolve_device(device or config.device)
-    tasks = [(name, seed) for name in names for seed in config.seeds]
+    # seed-major: every variant's first seed is trained before any variant's second one, so a
+    # grid stopped early still compares every variant
+    tasks = [(name, seed) for seed in config.seeds for name in names]
     if jobs == 1 or len(tasks) == 1:
         if threads is not None:
             torch.set_num_threads(threads)
@@ -172,7 +174,7 @@ def run(config: PretrainConfig | dict | str | os.PathLike, out: str | os.PathLik
     else:
         results = _parallel(config, tasks, out, str(target), threads or 1, jobs, progress)
     atomic_write_text(out / INDEX_FILE, _index(config, out))
-    return results
+    return sorted(results, key=lambda r: (names.index(r.variant), config.seeds.index(r.seed)))
 
 
 def _parallel(config: PretrainConfig, tasks: list[tuple[str, int]], out: Path, device: str,
