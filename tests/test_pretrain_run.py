@@ -186,3 +186,18 @@ def test_worker_processes_give_the_same_models_as_one_process(tmp_path):
     assert len({r.provenance["sha256"] for r in one}) == 4
     with pytest.raises(DrprobeError, match="jobs must be a positive integer"):
         run(cfg, tmp_path / "three", jobs=0)
+
+
+def test_ckpt_refuses_missing_and_foreign_files(tmp_path):
+    from drprobe.errors import InvalidValueError, MissingDataError
+
+    with pytest.raises(MissingDataError, match="does not exist"):
+        load_model(f"ckpt:{tmp_path / 'none.pt'}")
+    plain = tmp_path / "plain.pt"
+    torch.save({"fc.weight": torch.zeros(2, 2)}, plain)
+    with pytest.raises(InvalidValueError, match="not a drprobe pretrain checkpoint"):
+        load_model(f"ckpt:{plain}")
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a torch file")
+    with pytest.raises(MissingDataError, match="cannot read checkpoint"):
+        load_model(f"ckpt:{junk}")

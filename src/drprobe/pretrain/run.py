@@ -83,7 +83,7 @@ def _index(config: PretrainConfig, out: Path) -> str:
             p = json.loads((folder / PROVENANCE_FILE).read_text())
             spec = PretrainResult(variant.name, seed, folder, False, p).spec
             writer.writerow([variant.name, seed, spec, p["d"], p["test_acc"], p["epochs"],
-                             p["wall_seconds"], p["cpu_seconds"], p["sha256"]])
+                             p["wall_seconds"], p.get("cpu_seconds"), p["sha256"]])
     return buf.getvalue()
 
 
