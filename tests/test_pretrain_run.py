@@ -201,3 +201,47 @@ def test_ckpt_refuses_missing_and_foreign_files(tmp_path):
     junk.write_bytes(b"not a torch file")
     with pytest.raises(MissingDataError, match="cannot read checkpoint"):
         load_model(f"ckpt:{junk}")
+
+
+def _children(pid: int) -> list[int]:
+    """PIDs whose parent is ``pid`` (Linux /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return (Path(f"/proc/{pid}") / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.slow
+def test_workers_exit_when_the_command_is_killed(tmp_path):
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump({**TINY, "epochs": 50, "seeds": [0, 1]}))
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "drprobe.cli", "pretrain", str(path),
+                             "--no-progress", "--jobs", "2", "--out", str(tmp_path / "out")],
+                            env=env)
+    deadline = time.monotonic() + 300
+    state = run_folder(tmp_path / "out", "ce", 0) / STATE_FILE
+    while not state.exists() and time.monotonic() < deadline:  # workers are training
+        time.sleep(0.1)
+    workers = [p for p in _children(proc.pid) if "spawn_main" in
+               Path(f"/proc/{p}/cmdline").read_bytes().decode(errors="replace")]
+    assert workers
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 30
+    while any(_alive(p) for p in workers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(_alive(p) for p in workers)

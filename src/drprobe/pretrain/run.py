@@ -17,6 +17,8 @@ import io
 import json
 import multiprocessing
 import os
+import threading
+import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,12 +112,22 @@ class _Trainer:
 _WORKER: dict[str, _Trainer] = {}
 
 
-def _work(config_data: dict, name: str, seed: int, out: str, device: str,
-          threads: int) -> PretrainResult:
+def _init_worker(device: str, threads: int, parent: int) -> None:
+    """Set up a worker process: its trainer, its threads, and an exit when ``parent`` dies
+    (a killed ``drprobe pretrain`` must not leave workers training behind it)."""
+    torch.set_num_threads(threads)
+    _WORKER["trainer"] = _Trainer(torch.device(device), progress=False)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def _work(config_data: dict, name: str, seed: int, out: str) -> PretrainResult:
     """One task of a worker process (its trainer, and so its loaded data, live across tasks)."""
-    if "trainer" not in _WORKER:
-        torch.set_num_threads(threads)
-        _WORKER["trainer"] = _Trainer(torch.device(device), progress=False)
     config = PretrainConfig.model_validate(config_data)
     return _WORKER["trainer"](config, name, seed, Path(out))
 
@@ -182,9 +194,10 @@ def _parallel(config: PretrainConfig, tasks: list[tuple[str, int]], out: Path, d
     """Run ``tasks`` on ``jobs`` spawned worker processes; the first failure stops the rest."""
     data = config.model_dump(mode="json")
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=min(jobs, len(tasks)), mp_context=context) as pool:
-        futures = [pool.submit(_work, data, name, seed, str(out), device, threads)
-                   for name, seed in tasks]
+    with ProcessPoolExecutor(max_workers=min(jobs, len(tasks)), mp_context=context,
+                             initializer=_init_worker,
+                             initargs=(device, threads, os.getpid())) as pool:
+        futures = [pool.submit(_work, data, name, seed, str(out)) for name, seed in tasks]
         try:
             with tqdm(total=len(futures), desc="pretrain runs", unit="run",
                       disable=not progress) as bar:
