@@ -188,6 +188,23 @@ def test_worker_processes_give_the_same_models_as_one_process(tmp_path):
         run(cfg, tmp_path / "three", jobs=0)
 
 
+@pytest.mark.parametrize("device,needle", [
+    ("tpu", "unknown device 'tpu'; valid choices: auto"),
+    ("cuda", "device 'cuda': CUDA is not available here"),
+])
+def test_bad_device_on_the_command_line_is_one_line(tmp_path, capsys, device, needle):
+    if device == "cuda" and torch.cuda.is_available():
+        needle = None  # a GPU machine accepts it; only the unknown name is refused there
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(TINY))
+    code = main(["pretrain", str(path), "--out", str(tmp_path / "out"), "--device", device,
+                 "--no-progress"])
+    err = capsys.readouterr().err
+    if needle is not None:
+        assert code == 2 and needle in err and err.count("\n") == 1
+        assert not (tmp_path / "out").exists()
+
+
 def test_ckpt_refuses_missing_and_foreign_files(tmp_path):
     from drprobe.errors import InvalidValueError, MissingDataError
 

@@ -32,6 +32,7 @@ from drprobe.experiment.store import atomic_write_text
 from drprobe.pretrain.config import (
     Data,
     PretrainConfig,
+    check_device,
     load_pretrain_config,
     parse_pretrain_config,
 )
@@ -60,9 +61,17 @@ class PretrainResult:
 
 
 def resolve_device(device: str) -> torch.device:
-    """``auto`` -> CUDA when present, else CPU; other names as torch reads them."""
+    """``auto`` -> CUDA when present, else CPU; ``cpu``, ``cuda``, ``cuda:N`` as torch reads them.
+
+    Raises:
+        InvalidValueError: an unknown device, or CUDA asked for where there is none.
+    """
+    check_device(device, InvalidValueError)
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise InvalidValueError(f"device {device!r}: CUDA is not available here; valid "
+                                "choices: auto, cpu")
     return torch.device(device)
 
 
@@ -170,11 +179,11 @@ def run(config: PretrainConfig | dict | str | os.PathLike, out: str | os.PathLik
         names = [n for n in names if n in variants]
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise InvalidValueError(f"jobs must be a positive integer, got {jobs!r}")
+    target = resolve_device(device or config.device)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / CONFIG_FILE,
                       yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
-    target = resolve_device(device or config.device)
     # seed-major: every variant's first seed is trained before any variant's second one, so a
     # grid stopped early still compares every variant
     tasks = [(name, seed) for seed in config.seeds for name in names]
