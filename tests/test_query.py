@@ -12,8 +12,8 @@ from report_runs import shared_run, split_timings
 
 from drprobe.cli import main
 from drprobe.errors import InvalidValueError, MissingDataError
-from drprobe.experiment.query import PROBE_KEYS, query
-from drprobe.experiment.store import read_results, write_part
+from drprobe.experiment.query import query
+from drprobe.experiment.store import PROBE_KEYS, read_results, write_part
 
 CURVE = ["model", "weights", "layer", "dataset", "selector"]
 

@@ -13,6 +13,7 @@ from drprobe.cli import main
 from drprobe.experiment.config import parse_config
 from drprobe.experiment.runner import run_experiment
 from drprobe.experiment.store import read_results
+from drprobe.report.publish import publish_run
 
 ray = pytest.importorskip("ray")
 
@@ -39,13 +40,14 @@ def test_ray_and_local_executors_give_the_same_tables(tmp_path, local_ray):
     config = parse_config(CONFIG)
     cache = tmp_path / "cache"
     on_ray = run_experiment(config, tmp_path / "ray", executor="ray", cache_dir=cache,
-                            progress=False, plot=False)
+                            progress=False)
+    publish_run(on_ray.results, on_ray.summary, tmp_path / "ray", plot=False)
     assert sorted(on_ray.ran) == ["mobilenet_v2-pretrained-digits-features.14",
                                   "mobilenet_v2-random-digits-features.14"]
     for kind in ("results", "summary", "timings"):  # the tasks wrote every part
         assert len(list((tmp_path / "ray" / kind).glob("*.parquet"))) == 2
-    local = run_experiment(config, tmp_path / "local", cache_dir=cache, progress=False,
-                           plot=False)
+    local = run_experiment(config, tmp_path / "local", cache_dir=cache, progress=False)
+    publish_run(local.results, local.summary, tmp_path / "local", plot=False)
     assert local.ran == on_ray.ran  # the shared cache spares extraction, not the probes
 
     a, b = read_results(tmp_path / "ray" / "results"), read_results(tmp_path / "local" / "results")

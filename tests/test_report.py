@@ -16,10 +16,11 @@ from PIL import Image
 from report_runs import shared_run
 
 from drprobe.cli import main
-from drprobe.experiment.store import read_results, write_part
+from drprobe.experiment.store import JOB_KEYS, read_results, write_part
+from drprobe.experiment.summary import summarize
+from drprobe.report.curves import plot_study
 from drprobe.report.html import table_html
-from drprobe.report.plots import plot_study
-from drprobe.report.tables import dr_table, model_table, summary_from_results
+from drprobe.report.tables import dr_table, model_table
 
 ALL = ["accuracy-digits", "selectors-digits", "cka-digits", "accuracy-gini-digits", "dr",
        "models", "layers", "pareto"]
@@ -112,7 +113,7 @@ def test_page_tables_agree_with_pandas(run, report):
 
 def test_summary_rebuilt_from_results_matches_the_study(run):
     summary = pd.read_csv(run / "summary.csv")
-    rebuilt = summary_from_results(read_results(run / "results"))
+    rebuilt = summarize(read_results(run / "results"), by=JOB_KEYS)
     key = ["weights", "layer", "selector", "delta"]
     a = summary.set_index(key).sort_index()
     b = rebuilt.set_index(key).reindex(a.index)

@@ -12,9 +12,10 @@ import pytest
 from drprobe.cli import main
 from drprobe.errors import InvalidValueError
 from drprobe.experiment.config import parse_config
-from drprobe.experiment.jobs import KEY_COLUMNS, TIMING_COLUMNS
 from drprobe.experiment.runner import run_experiment
-from drprobe.experiment.store import read_results
+from drprobe.experiment.store import PROBE_KEYS as KEY_COLUMNS
+from drprobe.experiment.store import TIMING_COLUMNS, read_results
+from drprobe.report.publish import publish_run
 
 TINY = {
     "name": "tiny",
@@ -32,6 +33,7 @@ TABLES = ("summary.csv", "summary.md", "efficiency.csv", "fairness.csv")
 def tiny_run(tmp_path_factory, feature_cache):
     out = tmp_path_factory.mktemp("runner") / "run"
     output = run_experiment(parse_config(TINY), out, cache_dir=feature_cache, progress=False)
+    publish_run(output.results, output.summary, out)
     return out, output
 
 
@@ -90,6 +92,7 @@ def test_second_run_skips_every_job_and_tables_are_identical(tiny_run, feature_c
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"partial")
     again = run_experiment(parse_config(TINY), out, cache_dir=feature_cache, progress=False)
+    publish_run(again.results, again.summary, out)
     assert again.ran == [] and again.skipped == JOBS
     assert not any(p.exists() for p in stale) and not (feature_cache / ".tmp-killed").exists()
     assert {name: (out / name).read_bytes() for name in TABLES} == before
@@ -183,7 +186,7 @@ def test_faithful_protocol_through_the_runner_equals_the_faithful_bank(tmp_path,
     from drprobe.sources.models import load_model
 
     config = parse_config(FAITHFUL)
-    run_experiment(config, tmp_path / "run", cache_dir=feature_cache, progress=False, plot=False)
+    run_experiment(config, tmp_path / "run", cache_dir=feature_cache, progress=False)
     got = read_results(tmp_path / "run" / "results").sort_values("k")
     assert set(got["protocol"]) == {"faithful"} and list(got["k"]) == [40, 160]
     assert set(got["l2"]) == {1e-4}  # the weight decay, as FaithfulBank reports it

@@ -18,19 +18,22 @@ import pandas as pd
 
 from drprobe import __version__
 from drprobe.errors import InvalidValueError
-from drprobe.metrics.cka import CrossProductStats, debiased_linear_cka
+from drprobe.experiment.grid import DEFAULT_SEEDS
+from drprobe.experiment.summary import summarize
+from drprobe.metrics.cka import debiased_linear_cka
+from drprobe.metrics.cka_stats import CrossProductStats
 from drprobe.metrics.efficiency import probe_params
 from drprobe.metrics.fairness import gini
-from drprobe.metrics.redundancy import bootstrap_dr, dr_summary
+from drprobe.metrics.redundancy import DEFAULT_DELTAS
 from drprobe.probes import ProbeBank
-from drprobe.selectors import SELECTORS, make_family, resolve_ks
+from drprobe.selectors import (
+    PAPER_FRACTIONS,
+    SELECTORS,
+    is_seeded,
+    make_family,
+    resolve_ks,
+)
 from drprobe.sources.datasets import train_val_split
-
-PAPER_FRACTIONS = (0.0005, 0.001, 0.002, 0.003, 0.004, 0.005, 0.01, 0.05, 0.1, 0.2, 0.3, 0.5,
-                   0.8, 0.9, 1.0)
-DEFAULT_DELTAS = (0.8, 0.9, 0.95, 0.99)
-# Selectors whose basis does not depend on the seed: one family is enough.
-DETERMINISTIC = {"prefix", "pca_top", "pca_least", "variance", "weight_norm", "greedy"}
 
 
 @dataclass
@@ -92,7 +95,7 @@ def analyze_layer(
     *,
     selectors: Sequence[str] = ("random",),
     fractions: Sequence[float] = PAPER_FRACTIONS,
-    seeds: Sequence[int] = (1, 2, 3),
+    seeds: Sequence[int] = DEFAULT_SEEDS,
     deltas: Sequence[float] = DEFAULT_DELTAS,
     val_fraction: float = 0.1,
     split_seed: int = 0,
@@ -146,7 +149,7 @@ def analyze_layer(
         make_family(sel, Xtr, ks, seed=seed, y_train=ytr, X_val=Xva, y_val=yva,
                     fractions=fracs, cross=train_stats)
         for sel in selectors
-        for seed in (seeds[:1] if sel in DETERMINISTIC else seeds)
+        for seed in (seeds if is_seeded(sel) else seeds[:1])
     ]
     select_seconds = time.perf_counter() - t0
 
@@ -175,7 +178,8 @@ def analyze_layer(
             "drprobe_version": __version__,
         })
     results = pd.DataFrame(rows)
-    summary = summarize(results, probes, y_test, deltas=deltas, n_boot=n_boot, context=ctx)
+    correct = {(p.selector, int(p.seed), int(p.k)): p.test_pred == y_test for p in probes}
+    summary = summarize(results, correct, deltas=deltas, n_boot=n_boot, context=ctx)
     return LayerAnalysis(results=results, summary=summary)
 
 
@@ -185,49 +189,3 @@ def _debiased_family_cka(stats: CrossProductStats, family, X: np.ndarray) -> dic
         values = stats.subset_cka_debiased([family.indices[:k] for k in family.ks])
         return dict(zip(family.ks, values))
     return {k: debiased_linear_cka(X, family.transform(X, k)) for k in family.ks}
-
-
-def summarize(
-    results: pd.DataFrame,
-    probes: Sequence,
-    y_test: np.ndarray,
-    *,
-    deltas: Sequence[float] = DEFAULT_DELTAS,
-    n_boot: int = 500,
-    context: Mapping[str, object] | None = None,
-) -> pd.DataFrame:
-    """DR summary per (selector, delta) from the per-probe rows and the probes' test predictions.
-
-    The full-layer accuracy is the mean test accuracy of the k = d probes of the ``random``
-    selector when present (else of the first selector). Confidence intervals resample test
-    examples and seeds (:func:`drprobe.metrics.redundancy.bootstrap_dr`).
-    """
-    ctx = dict(context or {})
-    full_sel = "random" if "random" in set(results["selector"]) else results["selector"].iloc[0]
-    full_rows = [p for p in probes if p.selector == full_sel and p.k == results["d"].iloc[0]]
-    full_acc = float(np.mean([p.test_acc for p in full_rows]))
-    full_correct = np.stack([p.test_pred == y_test for p in full_rows])
-    out = []
-    for sel, df in results.groupby("selector", sort=False):
-        curve = df.pivot_table(index="seed", columns="fraction", values="test_acc")
-        fr = np.asarray(curve.columns, dtype=float)
-        ks = df.groupby("fraction")["k"].first().reindex(fr).to_numpy()
-        cka_curve = df.groupby("fraction")["cka"].mean().reindex(fr).to_numpy()
-        sel_probes = [p for p in probes if p.selector == sel]
-        correct = np.stack([
-            np.stack([p.test_pred == y_test for p in sorted(sel_probes, key=lambda q: q.k)
-                      if p.seed == s])
-            for s in curve.index
-        ])
-        acc_rows = dr_summary(fr, ks, curve.to_numpy(), full_acc, deltas=deltas)
-        cka_rows = dr_summary(fr, ks, cka_curve[None, :], 1.0, deltas=deltas)
-        for acc_row, cka_row in zip(acc_rows, cka_rows):
-            ci = bootstrap_dr(correct, full_correct, fr, acc_row["delta"], n_boot=n_boot)
-            out.append({
-                **ctx, "selector": sel, "d": int(df["d"].iloc[0]), "full_acc": full_acc,
-                "delta": acc_row["delta"], "f_star": acc_row["f_star"],
-                "f_star_interp": acc_row["f_star_interp"], "dr": acc_row["dr"],
-                "k_star": acc_row["k_star"], "dr_low": ci["low"], "dr_high": ci["high"],
-                "dr_cka": cka_row["dr"], "k_star_cka": cka_row["k_star"],
-            })
-    return pd.DataFrame(out)

@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 
 from drprobe.errors import InvalidValueError
 from drprobe.features.extract import feature_dim
-from drprobe.probes import plan as pl
+from drprobe.probes import inputs
 from drprobe.probes.bank import ProbeResult
 from drprobe.selectors import SubsetFamily
 from drprobe.sources.augment import (
@@ -192,7 +192,7 @@ class FaithfulBank:
         bundle, self.layer_, self.size_, aug = self._setup()
         self.bundle_ = bundle
         images = check_images(images, "images")
-        y = pl.check_labels(labels, images.shape[0], "labels")
+        y = inputs.check_labels(labels, images.shape[0], "labels")
         self.classes_ = np.unique(y)
         if len(self.classes_) < 2:
             raise InvalidValueError(f"labels have {len(self.classes_)} class; need at least 2")
@@ -201,14 +201,14 @@ class FaithfulBank:
             raise InvalidValueError("families is empty; pass at least one SubsetFamily")
         d = feature_dim(bundle, self.layer_, self.pooling, self.size_)
         for i, fam in enumerate(families):
-            pl.check_family(fam, i, d)
+            inputs.check_family(fam, i, d)
         self.families_ = families
         self.heads_ = [(i, int(k)) for i, fam in enumerate(families) for k in fam.ks]
         dev = resolve_device(self.device)
         bases = self._bases(dev)
         tr, va = train_val_split(y, self.val_fraction, int(self.random_state))
         self.train_indices_, self.val_indices_ = tr, va
-        y_idx = torch.as_tensor(pl.encode(y, self.classes_, "labels"), device=dev)
+        y_idx = torch.as_tensor(inputs.encode(y, self.classes_, "labels"), device=dev)
         y_val = y_idx[torch.as_tensor(va, device=dev)]
         Z_val = self._features(bundle, images[va], bases)
         params = self._init_heads(dev)
@@ -311,7 +311,7 @@ class FaithfulBank:
         kept (best-validation) epoch, ``fit_seconds`` the head's share of the fit time."""
         self._check_fitted()
         images = check_images(images, "images")
-        y = pl.encode(pl.check_labels(labels, images.shape[0], "labels"), self.classes_,
+        y = inputs.encode(inputs.check_labels(labels, images.shape[0], "labels"), self.classes_,
                       "labels")
         C, results = len(self.classes_), []
         counts = np.bincount(y, minlength=C)

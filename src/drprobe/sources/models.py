@@ -61,6 +61,7 @@ Factory = Callable[[str, str, int], ModelBundle]
 
 _MODELS: dict[str, Factory] = {}
 _PREFIXES: dict[str, Factory] = {}
+model_prefixes = _PREFIXES.keys  # public: the registered spec prefixes (timm, hf, ...)
 
 
 def register_model(spec: str, factory: Factory) -> None:

@@ -12,7 +12,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from drprobe.report.figures import FigureSkipped, ordered, panel_grid, series_label
+from drprobe.report.style import FigureSkipped, ordered, panel_grid, series_label
+from drprobe.selectors import headline_selector
 
 HEADLINE_DELTA = 0.9
 
@@ -24,7 +25,7 @@ def headline(summary: pd.DataFrame, delta: float = HEADLINE_DELTA) -> pd.DataFra
     """
     if summary is None or summary.empty or "dr" not in summary:
         raise FigureSkipped("the run has no DR summary (summary.csv)")
-    sel = "random" if "random" in set(summary["selector"]) else summary["selector"].iloc[0]
+    sel = headline_selector(summary["selector"])
     rows = summary[(summary["selector"] == sel) & (summary["delta"].round(6) == delta)]
     if rows.empty:
         raise FigureSkipped(f"the DR summary has no row at delta = {delta:g}")
@@ -53,7 +54,7 @@ def dr_figure(summary: pd.DataFrame) -> Figure:
     """DR_delta of every job for every delta, with bootstrap intervals (headline selector)."""
     if summary is None or summary.empty or "dr" not in summary:
         raise FigureSkipped("the run has no DR summary (summary.csv)")
-    sel = "random" if "random" in set(summary["selector"]) else summary["selector"].iloc[0]
+    sel = headline_selector(summary["selector"])
     df = summary[summary["selector"] == sel]
     deltas = sorted(df["delta"].round(6).unique())
     jobs = df[df["delta"].round(6) == deltas[0]].reset_index(drop=True)
