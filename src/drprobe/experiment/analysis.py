@@ -19,7 +19,9 @@ import pandas as pd
 from drprobe import __version__
 from drprobe.errors import InvalidValueError
 from drprobe.experiment.grid import DEFAULT_SEEDS
+from drprobe.experiment.protocol import CachedProtocol, FaithfulProtocol, as_protocol
 from drprobe.experiment.summary import summarize
+from drprobe.features.views import RowView
 from drprobe.metrics.cka import debiased_linear_cka
 from drprobe.metrics.cka_stats import CrossProductStats
 from drprobe.metrics.efficiency import probe_params
@@ -94,32 +96,40 @@ def analyze_layer(
     y_test: np.ndarray,
     *,
     selectors: Sequence[str] = ("random",),
-    fractions: Sequence[float] = PAPER_FRACTIONS,
+    fractions: Sequence[float] | None = None,
+    counts: Sequence[int] | None = None,
     seeds: Sequence[int] = DEFAULT_SEEDS,
     deltas: Sequence[float] = DEFAULT_DELTAS,
     val_fraction: float = 0.1,
     split_seed: int = 0,
     n_boot: int = 500,
     context: Mapping[str, object] | None = None,
-    bank: ProbeBank | None = None,
+    bank: ProbeBank | CachedProtocol | FaithfulProtocol | None = None,
     progress: bool = True,
-    protocol: str = "cached",
 ) -> LayerAnalysis:
     """Probe random subsets (and other selectors) of one layer and measure diffused redundancy.
 
     Args:
-        X_train, y_train: (n_train, d) features and (n_train,) labels; validation is carved from them.
+        X_train, y_train: (n_train, d) features (an array or a memmap: read lazily, block by
+            block) and (n_train,) labels; validation is carved from them.
         X_test, y_test: (n_test, d) and (n_test,).
         selectors: names from :data:`drprobe.selectors.SELECTORS`.
-        fractions: fractions of d in (0, 1]; 1.0 (the full layer) is always added.
-        seeds: seeds of the random selectors (deterministic ones use the first seed only).
+        fractions, counts: fractions of d in (0, 1] and/or neuron counts in [1, d]
+            (:func:`~drprobe.selectors.resolve_ks`); neither: the paper's grid
+            :data:`~drprobe.selectors.PAPER_FRACTIONS`. The full layer is always added.
+        seeds: seeds of the seeded selectors (the others use the first seed only).
         deltas: thresholds of DR_delta.
         context: extra constant columns for every row (model, layer, dataset, ...).
-        bank: a configured :class:`ProbeBank` (default: ``ProbeBank(keep_predictions=True)``),
-            or any object with its ``fit(X_train, y_train, X_val, y_val, families)`` and
-            ``evaluate(X_test, y_test)`` returning probe results with test predictions.
-        protocol: recorded in every row (``"faithful"`` when ``bank`` trains through the
-            backbone on augmented images).
+        bank: how heads are trained (:mod:`drprobe.experiment.protocol`): a configured
+            :class:`ProbeBank` with ``keep_predictions=True`` (the ``cached`` protocol; default
+            ``ProbeBank(keep_predictions=True)``) or a :class:`FaithfulProtocol`. Its name is
+            recorded in every row's ``protocol``.
+
+    Memory: the features stay where they are (a memmap stays on disk) and are read in row
+    blocks; on top of the protocol's own working set (for the probe bank, about
+    ``max_memory_gb``), the cross products take two d x d float64 matrices for the train split
+    and four for the test split (debiased CKA), and a projection selector's debiased CKA reads
+    the test split whole (n_test x d). Nothing grows with n_train beyond the block size.
 
     Returns:
         :class:`LayerAnalysis` with the per-probe table and the DR summary.
@@ -130,19 +140,18 @@ def analyze_layer(
         raise InvalidValueError(
             f"unknown selector {unknown[0]!r}; valid choices: {', '.join(sorted(SELECTORS))}"
         )
-    n_classes = int(max(y_train.max(), y_test.max())) + 1
+    protocol = as_protocol(bank, progress)
+    n_classes = len(np.unique(y_train))  # the probes' classes (test labels must be among them)
     d = X_train.shape[1]
-    ks, fracs = resolve_ks(d, fractions=sorted(set(fractions) | {1.0}))
+    if not fractions and not counts:
+        fractions = PAPER_FRACTIONS
+    ks, fracs = resolve_ks(d, fractions=sorted(set(fractions or ()) | {1.0}), counts=counts)
 
     tr_idx, va_idx = train_val_split(y_train, val_fraction, split_seed)
-    Xtr = np.asarray(X_train[tr_idx], dtype=np.float32)
-    Xva = np.asarray(X_train[va_idx], dtype=np.float32)
+    Xtr, Xva, Xte = RowView(X_train, tr_idx), RowView(X_train, va_idx), RowView(X_test)
     ytr, yva = y_train[tr_idx], y_train[va_idx]
-    Xte = np.asarray(X_test, dtype=np.float32)
 
-    bank = bank if bank is not None else ProbeBank(keep_predictions=True, progress=progress)
-    device = str(getattr(bank, "device", "cpu"))
-    cka_device = None if device == "cpu" else device  # the cross-products run there too
+    cka_device = None if protocol.device == "cpu" else protocol.device  # cross products there
     t0 = time.perf_counter()
     train_stats = CrossProductStats.from_array(Xtr, debiased=False, device=cka_device)  # for PCA
     families = [
@@ -153,8 +162,8 @@ def analyze_layer(
     ]
     select_seconds = time.perf_counter() - t0
 
-    bank.fit(Xtr, ytr, Xva, yva, families)
-    probes = bank.evaluate(Xte, y_test)
+    protocol.train(X_train, y_train, tr_idx, va_idx, families)
+    probes = protocol.evaluate(X_test, y_test)
 
     test_stats = CrossProductStats.from_array(Xte, device=cka_device)
     cka = {(f.selector, f.seed): dict(zip(f.ks, test_stats.family_cka(f))) for f in families}
@@ -167,7 +176,7 @@ def analyze_layer(
             **ctx,
             "n_train": len(tr_idx), "n_val": len(va_idx), "n_test": len(y_test),
             "n_classes": n_classes, "selector": p.selector, "fraction": p.fraction, "k": p.k,
-            "d": d, "seed": p.seed, "protocol": protocol, "l2": p.l2, "val_acc": p.val_acc,
+            "d": d, "seed": p.seed, "protocol": protocol.name, "l2": p.l2, "val_acc": p.val_acc,
             "test_acc": p.test_acc, "per_class_acc": [float(a) for a in p.per_class_acc],
             "gini": float(gini(p.per_class_acc)),
             "worst_class_acc": float(np.nanmin(p.per_class_acc)),
@@ -183,9 +192,11 @@ def analyze_layer(
     return LayerAnalysis(results=results, summary=summary)
 
 
-def _debiased_family_cka(stats: CrossProductStats, family, X: np.ndarray) -> dict[int, float]:
-    """Debiased CKA per k: exact from moments for coordinate subsets, directly for projections."""
+def _debiased_family_cka(stats: CrossProductStats, family, X: RowView) -> dict[int, float]:
+    """Debiased CKA per k: exact from moments for coordinate subsets, directly for projections
+    (which read the test split ``X`` whole)."""
     if family.indices is not None:
         values = stats.subset_cka_debiased([family.indices[:k] for k in family.ks])
         return dict(zip(family.ks, values))
+    X = np.asarray(X)
     return {k: debiased_linear_cka(X, family.transform(X, k)) for k in family.ks}

@@ -14,6 +14,7 @@ import pandas as pd
 
 from drprobe.errors import InvalidValueError
 from drprobe.experiment.analysis import LayerAnalysis, analyze_layer
+from drprobe.features.views import RowView
 from drprobe.metrics.redundancy import adaptive_critical_fraction
 from drprobe.probes import ProbeBank
 from drprobe.selectors import make_family
@@ -74,8 +75,7 @@ def refine_critical_fraction(
     """
     d = X_train.shape[1]
     tr, va = train_val_split(y_train, val_fraction, split_seed)
-    Xtr, Xva = np.asarray(X_train[tr], np.float32), np.asarray(X_train[va], np.float32)
-    Xte = np.asarray(X_test, np.float32)
+    Xtr, Xva, Xte = RowView(X_train, tr), RowView(X_train, va), RowView(X_test)
     bank = bank if bank is not None else ProbeBank(progress=False)
 
     @functools.cache

@@ -14,29 +14,28 @@ from pathlib import Path
 
 import pandas as pd
 
+from drprobe.devices import resolve_device
 from drprobe.errors import InvalidValueError
 from drprobe.experiment.bundles import BundleLoader, load_bundle
 from drprobe.experiment.config import ExperimentConfig
 from drprobe.experiment.plan import Job
-from drprobe.experiment.protocol import FaithfulStage, probe_device
+from drprobe.experiment.protocol import FaithfulProtocol
 from drprobe.experiment.store import PROBE_KEYS, TIMING_COLUMNS, part_path, write_part
 from drprobe.features import PRECOMPUTED
-from drprobe.selectors import PAPER_FRACTIONS
 
-__all__ = ["fractions_for", "read_job_parts", "run_job"]
+__all__ = ["SAMPLE_SEED", "check_counts", "read_job_parts", "run_job"]
+
+#: The seed of a job's stratified subsamples of its dataset's splits (n_train, n_test).
+SAMPLE_SEED = 0
 
 
-def fractions_for(config: ExperimentConfig, d: int, layer: str = "the layer") -> list[float]:
-    """The fractions probed on a d-wide layer: ``fractions``, else ``counts`` as k/d (a count
-    above d is refused), else the paper's grid."""
-    if config.counts is not None:
-        over = [c for c in config.counts if c > d]
-        if over:
-            raise InvalidValueError(
-                f"counts {over} exceed the width d={d} of {layer}; valid counts: 1 to {d} "
-                "(or give fractions)")
-        return [c / d for c in config.counts]
-    return list(config.fractions or PAPER_FRACTIONS)
+def check_counts(config: ExperimentConfig, d: int, layer: str = "the layer") -> None:
+    """Refuse ``counts`` above the width d of ``layer`` (before any work is done)."""
+    over = [c for c in config.counts or () if c > d]
+    if over:
+        raise InvalidValueError(
+            f"counts {over} exceed the width d={d} of {layer}; valid counts: 1 to {d} "
+            "(or give fractions)")
 
 
 def run_job(
@@ -51,6 +50,8 @@ def run_job(
     from drprobe.experiment.analysis import analyze_layer
     from drprobe.features import get_features
     from drprobe.probes import ProbeBank
+    from drprobe.probes.faithful import FaithfulBank
+    from drprobe.sources.datasets import load_dataset, subsample
     from drprobe.sources.layers import resolve_layer
 
     if part_path(out, "results", job.id).exists():
@@ -62,31 +63,45 @@ def run_job(
         source = loader(model, job.weights)
         layer, weights = resolve_layer(source, job.layer), source.weights
         size = data.image_size or source.input_size
-    device = probe_device(config.device)
+    device = str(resolve_device(config.device, mps=False))  # probes run on CPU or CUDA
+    sizes = {"train": data.n_train, "test": data.n_test}
+    images = {}  # the faithful protocol trains on the very images the features come from
+    if config.protocol == "faithful":
+        images = {split: subsample(load_dataset(data.name, split, root=data.data_root), n,
+                                   SAMPLE_SEED) for split, n in sizes.items()}
     feats = {
         split: get_features(source, layer, data.name, split, pooling=config.pooling,
-                            image_size=data.image_size, n=n, data_root=data.data_root,
-                            cache_dir=cache_dir, progress=progress,
-                            device=None if source == PRECOMPUTED else config.device)
-        for split, n in (("train", data.n_train), ("test", data.n_test))
+                            image_size=data.image_size, n=n, sample_seed=SAMPLE_SEED,
+                            data_root=data.data_root, cache_dir=cache_dir, progress=progress,
+                            device=None if source == PRECOMPUTED else config.device,
+                            data=images.get(split))
+        for split, n in sizes.items()
     }
     d = int(feats["train"].X.shape[1])
+    check_counts(config, d, layer)
     if log:
         log(f"probing {model.label} [{weights}] {layer} on {data.display} (d={d})")
     context = {"run_id": config.run_id(), "model": model.label, "weights": weights,
                "layer": layer, "pooling": config.pooling, "dataset": data.display,
                "image_size": size}
     if config.protocol == "faithful":
-        bank = FaithfulStage(config, source, layer, data, device, progress)
+        f = config.faithful
+        bank = FaithfulProtocol(FaithfulBank(
+            source, [], layer, pooling=config.pooling, image_size=data.image_size,
+            epochs=f.epochs, step_size=f.step_size, gamma=f.gamma, batch_size=f.batch_size,
+            lr=f.lr, momentum=f.momentum, weight_decay=f.weight_decay,
+            val_fraction=config.probe.val_fraction, device=device, random_state=0,
+            progress=progress), images["train"], images["test"])
     else:
         bank = ProbeBank(l2_grid=list(config.probe.l2_grid), max_steps=config.probe.max_steps,
                          tol=config.probe.tol, patience=config.probe.patience,
                          device=device, keep_predictions=True, progress=progress)
     res = analyze_layer(
         feats["train"].X, feats["train"].y, feats["test"].X, feats["test"].y,
-        selectors=config.selectors, fractions=fractions_for(config, d, layer), seeds=config.seeds,
+        selectors=config.selectors, fractions=config.fractions or (), counts=config.counts,
+        seeds=config.seeds,
         deltas=config.deltas, val_fraction=config.probe.val_fraction, context=context,
-        bank=bank, progress=progress, protocol=config.protocol,
+        bank=bank, progress=progress,
     )
     timings = res.results[PROBE_KEYS + TIMING_COLUMNS]
     results = res.results.drop(columns=TIMING_COLUMNS)

@@ -9,7 +9,7 @@ from pathlib import Path
 from drprobe.errors import DrprobeError, InvalidValueError
 from drprobe.experiment.bundles import Bundles
 from drprobe.experiment.config import ExperimentConfig, parse_config
-from drprobe.experiment.job_runner import fractions_for
+from drprobe.experiment.job_runner import check_counts
 from drprobe.experiment.plan import Job
 from drprobe.experiment.store import TEMP_PATTERN
 from drprobe.features import PRECOMPUTED
@@ -97,8 +97,8 @@ def validate_jobs(config: ExperimentConfig, jobs: list[Job], bundles: Bundles) -
         for j in reversed(jobs):  # ends holding the first job's network, as above
             data = config.datasets[j.dataset]
             if config.models[j.model].spec == PRECOMPUTED:
-                fractions_for(config, int(widths[j.dataset]), j.layer)
+                check_counts(config, int(widths[j.dataset]), j.layer)
                 continue
             bundle = bundles.get(j.model, first[j.model])
             layer = resolve_layer(bundle, j.layer)
-            fractions_for(config, feature_dim(bundle, layer, config.pooling, data.image_size), layer)
+            check_counts(config, feature_dim(bundle, layer, config.pooling, data.image_size), layer)

@@ -1,57 +1,108 @@
-"""How a job trains its heads: the ``cached`` protocol (the probe bank on cached features) or the
-``faithful`` one (heads trained through the frozen backbone on augmented images)."""
+"""How a job trains its heads: the probe protocol as a strategy.
+
+Both protocols get the same inputs from :func:`~drprobe.experiment.analysis.analyze_layer`: the
+subset families (built on the cached features), the cached training features with the positions
+of the train and validation rows, and the test split; they differ only in how a head is trained:
+
+- :class:`CachedProtocol` (``cached``): the :class:`~drprobe.probes.ProbeBank` on the cached
+  features, read lazily through :class:`~drprobe.features.views.RowView`;
+- :class:`FaithfulProtocol` (``faithful``): a :class:`~drprobe.probes.faithful.FaithfulBank`
+  trained through the frozen backbone on augmented images of the very subsample the features
+  were extracted from (the job loads it once), with the same train/validation positions, and
+  tested on the clean test images.
+
+Each returns one :class:`~drprobe.probes.ProbeResult` per (family, k) from ``evaluate``.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-from drprobe.experiment.config import ExperimentConfig
+import numpy as np
 
-__all__ = ["FaithfulStage", "probe_device"]
+from drprobe.errors import InvalidValueError
+from drprobe.features.views import RowView
+from drprobe.probes import ProbeBank, ProbeResult
+from drprobe.selectors import SubsetFamily
 
-
-def probe_device(device: str) -> str:
-    """The probe bank's device for a config ``device`` (``auto``: CUDA if present, else CPU)."""
-    if device == "mps":
-        return "cpu"  # the probe bank runs on CPU or CUDA
-    if device != "auto":
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
+__all__ = ["CachedProtocol", "FaithfulProtocol", "as_protocol"]
 
 
-class FaithfulStage:
-    """The ``faithful`` protocol in :func:`analyze_layer`'s probe-bank slot: the families that
-    analyze_layer built (on the clean cached features) get heads trained through the frozen
-    backbone on augmented images of the same train split (same subsample, same validation
-    split), and are tested on the clean test images."""
+class CachedProtocol:
+    """Heads trained by a :class:`ProbeBank` on the cached features (the default protocol).
 
-    def __init__(self, config: ExperimentConfig, bundle: object, layer: str, data: Any,
-                 device: str, progress: bool) -> None:
-        self.config, self.bundle, self.layer, self.data = config, bundle, layer, data
-        self.device, self.progress = device, progress
+    Memory: the bank's design matrices (n x (k + 1) per family group, bounded by its
+    ``max_memory_gb``); the features are read in row blocks, never copied whole.
+    """
 
-    def _images(self, split: str, n: int | None) -> Any:
-        from drprobe.sources.datasets import load_dataset, subsample
+    name = "cached"
 
-        return subsample(load_dataset(self.data.name, split, root=self.data.data_root), n, 0)
+    def __init__(self, bank: ProbeBank) -> None:
+        self.bank = bank
 
-    def fit(self, X_train: Any, y_train: Any, X_val: Any, y_val: Any,
-            families: list) -> FaithfulStage:
-        from drprobe.probes.faithful import FaithfulBank
+    @property
+    def device(self) -> str:
+        return str(self.bank.device)
 
-        train = self._images("train", self.data.n_train)
-        f = self.config.faithful
-        self.bank_ = FaithfulBank(
-            self.bundle, families, self.layer, pooling=self.config.pooling,
-            image_size=self.data.image_size, epochs=f.epochs, step_size=f.step_size,
-            gamma=f.gamma, batch_size=f.batch_size, lr=f.lr, momentum=f.momentum,
-            weight_decay=f.weight_decay, val_fraction=self.config.probe.val_fraction,
-            device=self.device, random_state=0, progress=self.progress,
-        ).fit(train.images, train.labels)
+    def train(self, X_train: Any, y_train: np.ndarray, train_idx: np.ndarray,
+              val_idx: np.ndarray, families: Sequence[SubsetFamily]) -> CachedProtocol:
+        """Fit every probe of ``families`` on rows ``train_idx``; choose L2 on ``val_idx``."""
+        self.bank.fit(RowView(X_train, train_idx), y_train[train_idx],
+                      RowView(X_train, val_idx), y_train[val_idx], families)
         return self
 
-    def evaluate(self, X_test: Any, y_test: Any) -> list:
-        test = self._images("test", self.data.n_test)
-        return self.bank_.evaluate(test.images, test.labels)
+    def evaluate(self, X_test: Any, y_test: np.ndarray) -> list[ProbeResult]:
+        return self.bank.evaluate(RowView(X_test), y_test)
+
+
+class FaithfulProtocol:
+    """Heads trained through the frozen backbone on augmented images (the paper's loop).
+
+    Args:
+        bank: a configured :class:`~drprobe.probes.faithful.FaithfulBank` (its ``families``
+            are replaced by the ones the analysis builds).
+        train, test: the loaded image splits whose features the analysis probes (same rows,
+            same order: the job hands the same subsample to the feature cache and to this).
+
+    Memory: the bank's (clean validation and test features per family, n x max k floats)
+    plus one augmented batch through the backbone.
+    """
+
+    name = "faithful"
+
+    def __init__(self, bank: Any, train: Any, test: Any) -> None:
+        self.bank, self.train_split, self.test_split = bank, train, test
+
+    @property
+    def device(self) -> str:
+        return str(self.bank.device)
+
+    def train(self, X_train: Any, y_train: np.ndarray, train_idx: np.ndarray,
+              val_idx: np.ndarray, families: Sequence[SubsetFamily]) -> FaithfulProtocol:
+        """Train the heads of ``families`` on the images at ``train_idx``, validating on those
+        at ``val_idx`` (positions in the features' rows, which are the images' rows)."""
+        labels = np.asarray(self.train_split.labels)
+        if len(labels) != len(y_train) or not np.array_equal(labels, y_train):
+            raise InvalidValueError(
+                f"the faithful protocol's {len(labels)} training images are not the rows of the "
+                f"{len(y_train)} cached features; pass the subsample the features came from")
+        self.bank.families = list(families)
+        self.bank.fit(self.train_split.images, labels, train_idx=train_idx, val_idx=val_idx)
+        return self
+
+    def evaluate(self, X_test: Any, y_test: np.ndarray) -> list[ProbeResult]:
+        return self.bank.evaluate(self.test_split.images, self.test_split.labels)
+
+
+def as_protocol(bank: Any, progress: bool = True) -> CachedProtocol | FaithfulProtocol:
+    """A protocol for :func:`~drprobe.experiment.analysis.analyze_layer`'s ``bank``: a protocol
+    as it is, a :class:`ProbeBank` as :class:`CachedProtocol`, None as a default bank."""
+    if bank is None:
+        return CachedProtocol(ProbeBank(keep_predictions=True, progress=progress))
+    if isinstance(bank, ProbeBank):
+        return CachedProtocol(bank)
+    if hasattr(bank, "train") and hasattr(bank, "evaluate") and hasattr(bank, "name"):
+        return bank
+    raise InvalidValueError(f"bank must be a ProbeBank or a probe protocol (CachedProtocol, "
+                            f"FaithfulProtocol); got {type(bank).__name__}")

@@ -19,7 +19,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from drprobe.devices import resolve_device
 from drprobe.errors import InvalidValueError
+from drprobe.metrics.fairness import per_class_accuracy
 from drprobe.probes import design, inputs
 from drprobe.probes.dedupe import plan_probes
 from drprobe.probes.solver import HISTORY, GroupProblem, preconditioner_factors, solve_group
@@ -150,13 +152,7 @@ class ProbeBank:
             value = getattr(self, name)
             if value is not None and int(value) < 1:
                 raise InvalidValueError(f"{name}={value} must be None or >= 1")
-        try:
-            device = torch.device(self.device)
-        except (RuntimeError, TypeError) as err:
-            raise InvalidValueError(f"device {self.device!r} invalid; use 'cpu' or 'cuda[:i]'"
-                                    ) from err
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise InvalidValueError(f"device {self.device!r} requested but CUDA is unavailable")
+        device = resolve_device(self.device, mps=False)
         dtype = DTYPES[self.dtype]
         return device, dtype, sorted(set(grid))
 
@@ -352,16 +348,12 @@ class ProbeBank:
         uids = sorted({u for _, _, u in self.plan_.requests})
         logits = self._logits(X_test, uids)
         shares = {u: sum(1 for *_, v in self.plan_.requests if v == u) for u in uids}
-        C = len(self.classes_)
-        counts = np.bincount(y, minlength=C)
         results = []
         for i, j, u in self.plan_.requests:
             fam, fit = self.families_[i], self.fitted_[u]
             proba = torch.softmax(logits[u], dim=1).cpu().numpy()
             pred = proba.argmax(1)
-            hits = np.bincount(y[pred == y], minlength=C)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                per_class = np.where(counts > 0, hits / np.maximum(counts, 1), np.nan)
+            per_class = per_class_accuracy(y, pred, len(self.classes_))
             results.append(ProbeResult(
                 selector=fam.selector, seed=int(fam.seed), k=int(fam.ks[j]),
                 fraction=None if fam.fractions is None else float(fam.fractions[j]),

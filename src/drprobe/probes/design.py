@@ -14,30 +14,31 @@ import numpy as np
 import torch
 
 from drprobe.errors import InvalidValueError
-from drprobe.selectors import SubsetFamily
+from drprobe.selectors import SubsetFamily, apply_basis
 
 CHUNK_BYTES = 64 * 2**20  # rows of X read per chunk: about this many bytes of float32
 
 
 class Basis:
-    """A family's d -> m map as torch tensors on a device: column selection or projection."""
+    """The first ``m`` columns (default: all) of a family's d -> m map as torch tensors on a
+    device; calling it maps (rows, d) -> (rows, m) with :func:`~drprobe.selectors.apply_basis`."""
 
-    def __init__(self, fam: SubsetFamily, device: torch.device, dtype: torch.dtype) -> None:
-        self.width = fam.width
+    def __init__(self, fam: SubsetFamily, device: torch.device, dtype: torch.dtype,
+                 m: int | None = None) -> None:
+        self.width = fam.width if m is None else int(m)
         self.idx = self.comp = self.mean = None
         if fam.indices is not None:
-            self.idx = torch.as_tensor(np.asarray(fam.indices, dtype=np.int64), device=device)
+            idx = np.asarray(fam.indices, dtype=np.int64)[:self.width]
+            self.idx = torch.as_tensor(idx, device=device)
         else:
-            self.comp = torch.as_tensor(np.asarray(fam.components), device=device).to(dtype)
+            comp = np.asarray(fam.components)[:, :self.width]
+            self.comp = torch.as_tensor(comp, device=device).to(dtype)
             if fam.mean is not None:
                 self.mean = torch.as_tensor(np.asarray(fam.mean), device=device).to(dtype)
 
     def __call__(self, X: torch.Tensor) -> torch.Tensor:
         """(rows, d) -> (rows, m)."""
-        if self.idx is not None:
-            return X.index_select(1, self.idx)
-        Xc = X if self.mean is None else X - self.mean
-        return Xc @ self.comp
+        return apply_basis(X, self.idx, self.comp, self.mean)
 
 
 def materialize(

@@ -36,9 +36,11 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from drprobe.devices import resolve_device
 from drprobe.errors import InvalidValueError
 from drprobe.features.extract import feature_dim
-from drprobe.probes import inputs
+from drprobe.metrics.fairness import per_class_accuracy
+from drprobe.probes import design, inputs
 from drprobe.probes.bank import ProbeResult
 from drprobe.selectors import SubsetFamily
 from drprobe.sources.augment import (
@@ -47,7 +49,6 @@ from drprobe.sources.augment import (
     augmented_features,
     check_images,
     image_bundle,
-    resolve_device,
     training_augment,
 )
 from drprobe.sources.data.base import train_val_split
@@ -74,25 +75,23 @@ def _clean_features(
         yield layer_features(bundle, layer, x, pooling).float()
 
 
-class _Basis:
-    """A family's first ``m`` basis coordinates as a torch map (b, d) -> (b, m) on a device."""
-
-    def __init__(self, fam: SubsetFamily, m: int, device: torch.device) -> None:
-        self.idx = self.comp = self.mean = None
-        if fam.indices is not None:
-            self.idx = torch.as_tensor(np.asarray(fam.indices)[:m], dtype=torch.long,
-                                       device=device)
-        else:
-            comp = np.asarray(fam.components)[:, :m]
-            self.comp = torch.as_tensor(comp, dtype=torch.float32, device=device)
-            if fam.mean is not None:
-                self.mean = torch.as_tensor(np.asarray(fam.mean), dtype=torch.float32,
-                                            device=device)
-
-    def __call__(self, f: torch.Tensor) -> torch.Tensor:
-        if self.idx is not None:
-            return f.index_select(1, self.idx)
-        return (f if self.mean is None else f - self.mean) @ self.comp
+def _split(y: np.ndarray, train_idx: np.ndarray | None, val_idx: np.ndarray | None,
+           val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train, validation) positions: the given ones (checked), else a stratified split."""
+    if train_idx is None and val_idx is None:
+        return train_val_split(y, val_fraction, seed)
+    if train_idx is None or val_idx is None:
+        raise InvalidValueError("pass both train_idx and val_idx, or neither")
+    tr, va = (np.asarray(i, dtype=np.int64) for i in (train_idx, val_idx))
+    n = len(y)
+    for name, idx in (("train_idx", tr), ("val_idx", va)):
+        if idx.ndim != 1 or len(idx) == 0 or idx.min() < 0 or idx.max() >= n:
+            raise InvalidValueError(f"{name} must be non-empty positions in [0, {n}); "
+                                    f"got {len(idx)} values")
+    if np.intersect1d(tr, va).size:
+        raise InvalidValueError("train_idx and val_idx overlap; a validation image would be "
+                                "trained on")
+    return tr, va
 
 
 class FaithfulBank:
@@ -171,10 +170,10 @@ class FaithfulBank:
         size = int(self.image_size or bundle.input_size)
         return bundle, layer, size, training_augment(self.augment, size)
 
-    def _bases(self, dev: torch.device) -> list[_Basis]:
-        return [_Basis(fam, int(max(fam.ks)), dev) for fam in self.families_]
+    def _bases(self, dev: torch.device) -> list[design.Basis]:
+        return [design.Basis(fam, dev, torch.float32, int(max(fam.ks))) for fam in self.families_]
 
-    def _features(self, bundle: ModelBundle, images: np.ndarray, bases: list[_Basis]
+    def _features(self, bundle: ModelBundle, images: np.ndarray, bases: list[design.Basis]
                   ) -> list[torch.Tensor]:
         """Per family, the (n, m_f) basis coordinates of the clean ``images``."""
         parts: list[list[torch.Tensor]] = [[] for _ in bases]
@@ -185,9 +184,12 @@ class FaithfulBank:
         return [torch.cat(p) for p in parts]
 
     # ----------------------------------------------------------------------------- fit
-    def fit(self, images: np.ndarray, labels: np.ndarray) -> FaithfulBank:
+    def fit(self, images: np.ndarray, labels: np.ndarray, train_idx: np.ndarray | None = None,
+            val_idx: np.ndarray | None = None) -> FaithfulBank:
         """Train every head on ``images`` (n, H, W[, 3]) uint8 / float in [0, 1] with
-        ``labels`` (n,); 10% (``val_fraction``) of them are held out for validation."""
+        ``labels`` (n,). Validation: the positions ``val_idx`` (training on ``train_idx``) when
+        given -- e.g. the split a job made for the cached features of the same images -- else a
+        stratified ``val_fraction`` of the images drawn with ``random_state``."""
         t_start = time.perf_counter()
         bundle, self.layer_, self.size_, aug = self._setup()
         self.bundle_ = bundle
@@ -206,7 +208,7 @@ class FaithfulBank:
         self.heads_ = [(i, int(k)) for i, fam in enumerate(families) for k in fam.ks]
         dev = resolve_device(self.device)
         bases = self._bases(dev)
-        tr, va = train_val_split(y, self.val_fraction, int(self.random_state))
+        tr, va = _split(y, train_idx, val_idx, self.val_fraction, int(self.random_state))
         self.train_indices_, self.val_indices_ = tr, va
         y_idx = torch.as_tensor(inputs.encode(y, self.classes_, "labels"), device=dev)
         y_val = y_idx[torch.as_tensor(va, device=dev)]
@@ -250,7 +252,7 @@ class FaithfulBank:
 
     def _epoch(
         self, bundle: ModelBundle, images: np.ndarray, order: np.ndarray, y_idx: torch.Tensor,
-        aug: Augment, g: torch.Generator, bases: list[_Basis],
+        aug: Augment, g: torch.Generator, bases: list[design.Basis],
         params: list[tuple[torch.Tensor, torch.Tensor]], opt: torch.optim.Optimizer,
     ) -> np.ndarray:
         """One pass over the training images; returns each head's mean batch loss (H,)."""
@@ -313,16 +315,13 @@ class FaithfulBank:
         images = check_images(images, "images")
         y = inputs.encode(inputs.check_labels(labels, images.shape[0], "labels"), self.classes_,
                       "labels")
-        C, results = len(self.classes_), []
-        counts = np.bincount(y, minlength=C)
+        results = []
         best_epochs, val_accs = self._head_stats()
         for h, proba in enumerate(self.predict_proba_all(images)):
             i, k = self.heads_[h]
             fam = self.families_[i]
             pred = proba.argmax(1)
-            hits = np.bincount(y[pred == y], minlength=C)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                per_class = np.where(counts > 0, hits / np.maximum(counts, 1), np.nan)
+            per_class = per_class_accuracy(y, pred, len(self.classes_))
             j = list(fam.ks).index(k)
             results.append(ProbeResult(
                 selector=fam.selector, seed=int(fam.seed), k=k,

@@ -30,13 +30,14 @@ from drprobe.selectors.estimators import (
     WeightNormRanked,
     need_labels,
 )
-from drprobe.selectors.family import PAPER_FRACTIONS, SubsetFamily, resolve_ks
+from drprobe.selectors.family import PAPER_FRACTIONS, SubsetFamily, apply_basis, resolve_ks
 from drprobe.selectors.greedy import GreedyForward
 
 __all__ = [
     "HEADLINE_SELECTOR", "PAPER_FRACTIONS", "SELECTORS", "GreedyForward",
     "PCALeast", "PCATop", "PrefixSubset", "RandomProjectionGauss", "RandomProjectionUniform",
-    "RandomSubset", "SubsetFamily", "VarianceRanked", "WeightNormRanked", "headline_selector",
+    "RandomSubset", "SubsetFamily", "VarianceRanked", "WeightNormRanked", "apply_basis",
+    "headline_selector",
     "is_seeded", "make_family", "resolve_ks",
 ]
 

@@ -17,6 +17,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.preprocessing import StandardScaler
 
 from drprobe.errors import InvalidValueError
+from drprobe.selectors.family import apply_basis
 
 
 def _mean_and_cross(X: Any, batch: int = 4096) -> tuple[np.ndarray, np.ndarray]:
@@ -54,9 +55,9 @@ class Selector(BaseEstimator, TransformerMixin):
     def transform(self, X: Any) -> np.ndarray:
         """Map features (n, d) to (n, k)."""
         if self.kind == "coordinate":
-            return np.asarray(X[:, self.indices_])
-        Xf = np.asarray(X, dtype=np.float64)
-        return (Xf - self.mean_) @ self.components_
+            return np.asarray(apply_basis(X, indices=self.indices_))
+        return apply_basis(np.asarray(X, dtype=np.float64), components=self.components_,
+                           mean=self.mean_)
 
 
 class RandomSubset(Selector):

@@ -10,10 +10,23 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from drprobe.errors import InvalidValueError
+
+
+def apply_basis(X: Any, indices: Any = None, components: Any = None, mean: Any = None) -> Any:
+    """The one way a selector's map is applied: (n, d) -> (n, m).
+
+    Columns ``indices`` (m,) of X for coordinate selectors, else ``(X - mean) @ components``
+    with components (d, m) (``mean`` None: no centring). Works alike on numpy arrays, memmaps
+    and torch tensors (pass the basis in the same kind as X); no copy beyond the result.
+    """
+    if indices is not None:
+        return X[:, indices]
+    return (X if mean is None else X - mean) @ components
 
 
 @dataclass
@@ -54,10 +67,9 @@ class SubsetFamily:
         """Map features (n, d) to the first ``k`` basis coordinates (n, k); k=None gives all m."""
         k = self.width if k is None else k
         if self.indices is not None:
-            return np.asarray(X[:, self.indices[:k]])
+            return np.asarray(apply_basis(X, indices=self.indices[:k]))
         assert self.components is not None
-        Xc = X if self.mean is None else X - self.mean
-        return np.asarray(Xc @ self.components[:, :k])
+        return np.asarray(apply_basis(X, components=self.components[:, :k], mean=self.mean))
 
 
 # --------------------------------------------------------------------------- subset sizes
