@@ -29,7 +29,8 @@ def test_documented_layers_are_the_contracts_layers():
 def test_each_layer_imports_only_the_layers_below_it():
     script = Path(sys.executable).with_name("lint-imports")
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}  # this checkout's drprobe
-    proc = subprocess.run([str(script), "--config", str(ROOT / "pyproject.toml")], cwd=ROOT,
+    command = [str(script), "--no-cache", "--config", str(ROOT / "pyproject.toml")]
+    proc = subprocess.run(command, cwd=ROOT,
                           env=env, capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "1 kept, 0 broken" in proc.stdout

@@ -36,6 +36,7 @@ def local_ray():
     ray.shutdown()
 
 
+@pytest.mark.slow
 def test_ray_and_local_executors_give_the_same_tables(tmp_path, local_ray):
     config = parse_config(CONFIG)
     cache = tmp_path / "cache"

@@ -37,6 +37,7 @@ def tiny_run(tmp_path_factory, feature_cache):
     return out, output
 
 
+@pytest.mark.slow
 def test_parts_tables_and_run_files(tiny_run):
     out, output = tiny_run
     assert output.ran == JOBS and output.skipped == []
@@ -71,6 +72,7 @@ def test_parts_tables_and_run_files(tiny_run):
     assert set(eff["weights"]) == {"pretrained", "random"} and eff["on_frontier"].any()
 
 
+@pytest.mark.slow
 def test_second_run_skips_every_job_and_tables_are_identical(tiny_run, feature_cache,
                                                              monkeypatch):
     from drprobe import features
@@ -99,6 +101,7 @@ def test_second_run_skips_every_job_and_tables_are_identical(tiny_run, feature_c
     assert {p: p.read_bytes() for p in parts} == parts
 
 
+@pytest.mark.slow
 def test_a_different_config_is_refused(tiny_run, feature_cache):
     out, _ = tiny_run
     listing = sorted(p.name for p in out.rglob("*"))
@@ -108,6 +111,7 @@ def test_a_different_config_is_refused(tiny_run, feature_cache):
     assert sorted(p.name for p in out.rglob("*")) == listing
 
 
+@pytest.mark.slow
 def test_demo_goes_through_the_runner_and_prints_the_table(tmp_path, feature_cache, capsys):
     out = tmp_path / "demo"
     argv = ["demo", "--out", str(out), "--cache-dir", str(feature_cache), "--dataset", "digits",
@@ -133,6 +137,7 @@ def test_demo_goes_through_the_runner_and_prints_the_table(tmp_path, feature_cac
     assert "ran 0 job(s), 2 already complete" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_extract_then_probe_with_counts(tmp_path, feature_cache, capsys, tiny_run):
     entries = sorted(feature_cache.glob("*/*/meta.json"))
     npz = tmp_path / "f14.npz"
@@ -177,6 +182,7 @@ FAITHFUL = {**TINY, "name": "faithful", "protocol": "faithful", "fractions": [0.
                          "weight_decay": 1e-4}}
 
 
+@pytest.mark.slow
 def test_faithful_protocol_through_the_runner_equals_the_faithful_bank(tmp_path, feature_cache):
     """The runner's faithful job trains the same heads as FaithfulBank called directly on the
     same images (same subsample, split and seeds), and records protocol 'faithful'."""

@@ -37,6 +37,10 @@ from drprobe.selectors import (
 )
 from drprobe.sources.datasets import train_val_split
 
+#: Rows of the features read at a time by the finite check and the cross-product (CKA, PCA)
+#: accumulators.
+STATS_BLOCK_ROWS = 4096
+
 
 @dataclass
 class LayerAnalysis:
@@ -52,7 +56,7 @@ class LayerAnalysis:
 
 
 def _check_xy(X: np.ndarray, y: np.ndarray, what: str) -> None:
-    if X.ndim != 2 or len(X) != len(y):
+    if len(X.shape) != 2 or X.shape[0] != len(y):
         raise InvalidValueError(
             f"{what} features must be (n, d) with one label per row; got X {X.shape}, y {y.shape}"
         )
@@ -60,9 +64,11 @@ def _check_xy(X: np.ndarray, y: np.ndarray, what: str) -> None:
         raise InvalidValueError(f"{what} split is empty")
 
 
-def _check_finite(X: np.ndarray, what: str, rows: int = 4096) -> None:
-    """Refuse NaN or infinite features (X (n, d), read ``rows`` rows at a time)."""
-    for lo in range(0, len(X), rows):
+def _check_finite(X: np.ndarray, what: str) -> None:
+    """Refuse NaN or infinite features (X (n, d), read :data:`STATS_BLOCK_ROWS` rows at a
+    time)."""
+    rows = STATS_BLOCK_ROWS
+    for lo in range(0, X.shape[0], rows):
         bad = ~np.isfinite(np.asarray(X[lo:lo + rows]))
         if bad.any():
             i, j = np.argwhere(bad)[0]
@@ -153,7 +159,8 @@ def analyze_layer(
 
     cka_device = None if protocol.device == "cpu" else protocol.device  # cross products there
     t0 = time.perf_counter()
-    train_stats = CrossProductStats.from_array(Xtr, debiased=False, device=cka_device)  # for PCA
+    train_stats = CrossProductStats.from_array(Xtr, STATS_BLOCK_ROWS, debiased=False,
+                                               device=cka_device)  # also the PCA bases
     families = [
         make_family(sel, Xtr, ks, seed=seed, y_train=ytr, X_val=Xva, y_val=yva,
                     fractions=fracs, cross=train_stats)
@@ -165,7 +172,7 @@ def analyze_layer(
     protocol.train(X_train, y_train, tr_idx, va_idx, families)
     probes = protocol.evaluate(X_test, y_test)
 
-    test_stats = CrossProductStats.from_array(Xte, device=cka_device)
+    test_stats = CrossProductStats.from_array(Xte, STATS_BLOCK_ROWS, device=cka_device)
     cka = {(f.selector, f.seed): dict(zip(f.ks, test_stats.family_cka(f))) for f in families}
     cka_db = {(f.selector, f.seed): _debiased_family_cka(test_stats, f, Xte) for f in families}
 

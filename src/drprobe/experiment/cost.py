@@ -30,6 +30,11 @@ def _probes_per_job(config: ExperimentConfig) -> int:
     return seeded * sizes
 
 
+def _faithful_streams(config: ExperimentConfig) -> int:
+    """Training runs per faithful job: one per probe seed (unseeded selectors share seed 0)."""
+    return len({s for sel in config.selectors for s in (config.seeds if is_seeded(sel) else [0])})
+
+
 def estimate_cost(config: ExperimentConfig, jobs: list[Job]) -> dict[str, Any]:
     """Images to extract per (model, weights, dataset), probes to train and a rough time.
 
@@ -54,13 +59,14 @@ def estimate_cost(config: ExperimentConfig, jobs: list[Job]) -> dict[str, Any]:
         rows.append({"model": model.label, "weights": weights, "dataset": data.display,
                      "layers": n_layers, "images": images, "image_size": data.image_size})
     per_job = _probes_per_job(config)
+    streams = _faithful_streams(config)
     for job in jobs:
         data = config.datasets[job.dataset]
         n_train = data.n_train or SPLIT_SIZES.get(data.name, (10_000,))[0]
-        if config.protocol == "faithful":  # every epoch: each training image through the net
+        if config.protocol == "faithful":  # per seed and epoch: each image through the net
             spec = config.models[job.model].spec.removeprefix("builtin:")
             gflops = GFLOPS.get(spec, 4.0) * ((data.image_size or 224) / 224) ** 2
-            seconds += config.faithful.epochs * n_train * gflops * SECONDS_PER_GFLOP
+            seconds += streams * config.faithful.epochs * n_train * gflops * SECONDS_PER_GFLOP
         else:
             seconds += per_job * len(config.probe.l2_grid) * n_train * PROBE_SECONDS
     return {"jobs": len(jobs), "extraction": rows, "images": images_total,
@@ -81,7 +87,8 @@ def format_plan(config: ExperimentConfig, jobs: list[Job], done: set[str] = froz
                      f" {images} images at {r['image_size'] or 'native'} px")
     if config.protocol == "faithful":
         lines.append(f"heads to train: {cost['probes']:,} (SGD through the network, "
-                     f"{config.faithful.epochs} epochs of augmented images per job)")
+                     f"{config.faithful.epochs} epochs of augmented images per seed and job, "
+                     f"{_faithful_streams(config)} seed(s))")
     else:
         lines.append(f"probes to train: {cost['probes']:,} "
                      f"(each over {cost['l2_values']} L2 values)")

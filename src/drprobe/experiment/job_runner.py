@@ -19,7 +19,7 @@ from drprobe.errors import InvalidValueError
 from drprobe.experiment.bundles import BundleLoader, load_bundle
 from drprobe.experiment.config import ExperimentConfig
 from drprobe.experiment.plan import Job
-from drprobe.experiment.protocol import FaithfulProtocol
+from drprobe.experiment.protocol import FaithfulProtocol, faithful_bank
 from drprobe.experiment.store import PROBE_KEYS, TIMING_COLUMNS, part_path, write_part
 from drprobe.features import PRECOMPUTED
 
@@ -50,7 +50,6 @@ def run_job(
     from drprobe.experiment.analysis import analyze_layer
     from drprobe.features import get_features
     from drprobe.probes import ProbeBank
-    from drprobe.probes.faithful import FaithfulBank
     from drprobe.sources.datasets import load_dataset, subsample
     from drprobe.sources.layers import resolve_layer
 
@@ -85,13 +84,8 @@ def run_job(
                "layer": layer, "pooling": config.pooling, "dataset": data.display,
                "image_size": size}
     if config.protocol == "faithful":
-        f = config.faithful
-        bank = FaithfulProtocol(FaithfulBank(
-            source, [], layer, pooling=config.pooling, image_size=data.image_size,
-            epochs=f.epochs, step_size=f.step_size, gamma=f.gamma, batch_size=f.batch_size,
-            lr=f.lr, momentum=f.momentum, weight_decay=f.weight_decay,
-            val_fraction=config.probe.val_fraction, device=device, random_state=0,
-            progress=progress), images["train"], images["test"])
+        bank = FaithfulProtocol(faithful_bank(config, data, source, layer, device, progress),
+                                images["train"], images["test"])
     else:
         bank = ProbeBank(l2_grid=list(config.probe.l2_grid), max_steps=config.probe.max_steps,
                          tol=config.probe.tol, patience=config.probe.patience,

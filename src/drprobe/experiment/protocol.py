@@ -22,11 +22,14 @@ from typing import Any
 import numpy as np
 
 from drprobe.errors import InvalidValueError
+from drprobe.experiment.config import DatasetConfig, ExperimentConfig
 from drprobe.features.views import RowView
 from drprobe.probes import ProbeBank, ProbeResult
+from drprobe.probes.faithful import FaithfulBank
+from drprobe.probes.faithful_settings import paper_weight_decay
 from drprobe.selectors import SubsetFamily
 
-__all__ = ["CachedProtocol", "FaithfulProtocol", "as_protocol"]
+__all__ = ["CachedProtocol", "FaithfulProtocol", "as_protocol", "faithful_bank"]
 
 
 class CachedProtocol:
@@ -71,7 +74,7 @@ class FaithfulProtocol:
 
     name = "faithful"
 
-    def __init__(self, bank: Any, train: Any, test: Any) -> None:
+    def __init__(self, bank: FaithfulBank, train: Any, test: Any) -> None:
         self.bank, self.train_split, self.test_split = bank, train, test
 
     @property
@@ -106,3 +109,18 @@ def as_protocol(bank: Any, progress: bool = True) -> CachedProtocol | FaithfulPr
         return bank
     raise InvalidValueError(f"bank must be a ProbeBank or a probe protocol (CachedProtocol, "
                             f"FaithfulProtocol); got {type(bank).__name__}")
+
+
+def faithful_bank(config: ExperimentConfig, dataset: DatasetConfig, model: Any, layer: str,
+                  device: str, progress: bool = False) -> FaithfulBank:
+    """The :class:`FaithfulBank` of a job: the config's ``faithful`` settings, the weight decay
+    of ``dataset`` as the paper sets it unless the config gives one, the config's validation
+    share; its families and split come later from :class:`FaithfulProtocol`."""
+    f = config.faithful
+    weight_decay = f.weight_decay if f.weight_decay is not None else \
+        paper_weight_decay(dataset.name)
+    return FaithfulBank(
+        model, [], layer, pooling=config.pooling, image_size=dataset.image_size,
+        epochs=f.epochs, step_size=f.step_size, gamma=f.gamma, batch_size=f.batch_size, lr=f.lr,
+        momentum=f.momentum, weight_decay=weight_decay,
+        val_fraction=config.probe.val_fraction, device=device, random_state=0, progress=progress)
