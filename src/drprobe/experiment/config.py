@@ -94,13 +94,12 @@ class ModelConfig(_Strict):
     def _known_spec(cls, spec: str) -> str:
         if spec == PRECOMPUTED:
             return spec
-        from drprobe.sources import models
+        from drprobe.sources import models, registry
 
-        canonical = models.canonical_spec(spec)
-        prefixes = sorted(models.model_prefixes())
-        if canonical not in models.available_models() and \
-                canonical.split(":", 1)[0] not in prefixes:
-            valid = sorted(models.available_models()) + [f"{p}:NAME" for p in prefixes]
+        canonical = registry.canonical_spec(spec)
+        if not registry.known_spec(canonical):
+            valid = sorted(models.available_models()) + [f"{p}:NAME" for p in
+                                                        registry.registered_prefixes()]
             raise ValueError(f"unknown model {spec!r}; valid choices: {', '.join(valid)}, "
                              f"{PRECOMPUTED} (with a features:PATH dataset)")
         return canonical

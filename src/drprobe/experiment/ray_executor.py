@@ -10,13 +10,17 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from drprobe.errors import DrprobeError, InvalidValueError, MissingDataError
+from drprobe.errors import DrprobeError, MissingDataError
 from drprobe.experiment.config import ExperimentConfig, parse_config
 from drprobe.experiment.job_runner import run_job
 from drprobe.experiment.local_executor import job_bar
 from drprobe.experiment.plan import Job
 
-__all__ = ["ray_session", "run_ray"]
+__all__ = ["TASK_RETRIES", "ray_session", "run_ray"]
+
+#: Ray reruns a job whose worker process or node died this many times (a job's parts are
+#: written atomically and a rerun skips a finished job, so a rerun is safe).
+TASK_RETRIES = 3
 
 
 def _import_ray():
@@ -38,42 +42,20 @@ def _ray_task(config_data: dict, job_data: dict, out: str, cache: str, cwd: str)
     return job.id
 
 
-def _check_reachable(address: str, timeout: float = 10.0) -> None:
-    """Refuse a ``HOST:PORT`` or ``ray://HOST:PORT`` address nothing answers on (ray.init itself
-    would wait on it for a long time); other forms (``auto``) are left to Ray."""
-    import socket
-
-    host, sep, port = address.removeprefix("ray://").rpartition(":")
-    if not sep or not port.isdigit():
-        return
-    try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
-    except OSError as err:
-        raise InvalidValueError(
-            f"cannot reach the Ray cluster at {address!r}: {err.strerror or err}; give the "
-            "address of a running head node (HOST:PORT), or no --address for a local Ray"
-        ) from None
-
-
 @contextlib.contextmanager
 def ray_session(address: str | None) -> Iterator[object]:
     """The ``ray`` module, connected: to the Ray this process already joined, to ``address``,
     or to a new local Ray on 127.0.0.1 (shut down on exit)."""
+    from drprobe.experiment import cluster
+
     ray = _import_ray()
-    if address:
-        _check_reachable(address)
     if ray.is_initialized():
         yield ray
         return
-    try:
-        if address:
-            ray.init(address=address, log_to_driver=False)
-        else:
-            ray.init(include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
-    except (ConnectionError, RuntimeError, ValueError) as err:
-        where = f"the Ray cluster at {address!r}" if address else "a local Ray"
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise InvalidValueError(f"cannot start or join {where}: {first}") from None
+    if address:
+        cluster.join(ray, address)
+    else:
+        cluster.start_local(ray)
     try:
         yield ray
     finally:
@@ -83,7 +65,8 @@ def ray_session(address: str | None) -> Iterator[object]:
 def run_ray(ray, config: ExperimentConfig, pending: list[Job], out: Path, cache: Path,
              progress: bool, total: int) -> None:
     task = ray.remote(_ray_task).options(num_cpus=config.resources.cpus,
-                                         num_gpus=config.resources.gpus, max_retries=0)
+                                         num_gpus=config.resources.gpus,
+                                         max_retries=TASK_RETRIES)
     data, where = config.canonical(), os.getcwd()
     refs = [task.remote(data, j.to_dict(), str(out.resolve()), str(cache.resolve()), where)
             for j in pending]

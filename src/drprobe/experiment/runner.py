@@ -57,6 +57,11 @@ class RunOutput:
     skipped: list[str]
 
 
+def _remove_temps(out: Path) -> None:
+    for folder in (out, *(out / kind for kind in PART_KINDS)):
+        remove_temp_files(folder)
+
+
 def _write_run_files(config: ExperimentConfig, jobs: list[Job], out: Path) -> None:
     if not (out / "config.yaml").exists():
         atomic_write_text(out / "config.yaml", config.to_yaml())
@@ -112,14 +117,14 @@ def run_experiment(
         stack.enter_context(locked(out, "run folder"))
         if uses_cache:
             stack.enter_context(cache_session(cache))
-        for folder in (out, *(out / kind for kind in PART_KINDS)):
-            remove_temp_files(folder)
+        _remove_temps(out)
         _write_run_files(config, jobs, out)
         pending = [j for j in jobs if not part_path(out, "results", j.id).exists()]
         if ray is not None:
             from drprobe.experiment.ray_executor import run_ray
 
             run_ray(ray, config, pending, out, cache, progress, len(jobs))
+            _remove_temps(out)  # those of task attempts killed mid-write (then rerun by Ray)
         else:
             run_local(config, pending, out, cache, progress, log, len(jobs), bundles)
         parts = [read_job_parts(out, job) for job in jobs]
@@ -127,5 +132,3 @@ def run_experiment(
     summary = pd.concat([s for _, s in parts], ignore_index=True)
     ran = [j.id for j in pending]
     return RunOutput(results, summary, ran, [j.id for j in jobs if j.id not in ran])
-
-

@@ -35,6 +35,7 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 import torch
@@ -343,26 +344,16 @@ class FaithfulBank:
 class FaithfulProbe(FaithfulBank):
     """One linear head on the first ``k`` coordinates of ``family``, trained faithfully.
 
-    Same arguments and training as :class:`FaithfulBank` with a single head (and the same
+    Same keyword settings and training as :class:`FaithfulBank` (``pooling``, ``epochs``, ...,
+    ``random_state``) with a single head (and the same
     result as that head inside a larger bank, given the same ``random_state``). Learned:
     ``coef_`` (C, k), ``intercept_`` (C,), ``best_epoch_`` / ``val_acc_`` (scalars),
     ``history_`` with ``"lr"``, ``"train_loss"``, ``"val_acc"`` each of shape (E,).
     """
 
-    def __init__(
-        self, model: str | ModelBundle, family: SubsetFamily, k: int,
-        layer: str = "penultimate", *, pooling: str = "avg", image_size: int | None = None,
-        epochs: int = EPOCHS, step_size: int = STEP_SIZE, gamma: float = GAMMA,
-        batch_size: int = BATCH_SIZE, lr: float = LR, momentum: float = MOMENTUM,
-        weight_decay: float = WEIGHT_DECAY,
-        val_fraction: float = 0.1, augment: Augment | None = None, device: str = "cpu",
-        random_state: int = 0, progress: bool = True,
-    ) -> None:
-        super().__init__(
-            model, [], layer, pooling=pooling, image_size=image_size, epochs=epochs,
-            step_size=step_size, gamma=gamma, batch_size=batch_size, lr=lr, momentum=momentum,
-            weight_decay=weight_decay, val_fraction=val_fraction, augment=augment,
-            device=device, random_state=random_state, progress=progress)
+    def __init__(self, model: str | ModelBundle, family: SubsetFamily, k: int,
+                 layer: str = "penultimate", **settings: Any) -> None:
+        super().__init__(model, [], layer, **settings)
         self.family = family
         self.k = k
 

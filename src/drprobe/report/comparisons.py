@@ -3,7 +3,7 @@
 They read the DR summary (one row per model, weights, layer, dataset, selector, delta: columns
 full_acc, dr, dr_low, dr_high, k_star) or the efficiency table (one row per job, selector and
 k: test_acc, probe_params, on_frontier). Each returns a Figure or raises
-:class:`~drprobe.report.figures.FigureSkipped`.
+:class:`~drprobe.report.style.FigureSkipped`.
 """
 
 from __future__ import annotations
