@@ -12,10 +12,14 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from drprobe.report.style import FigureSkipped, ordered, panel_grid, series_label
+from drprobe.report.style import (
+    HEADLINE_DELTA,
+    FigureSkipped,
+    ordered,
+    panel_grid,
+    series_label,
+)
 from drprobe.selectors import headline_selector
-
-HEADLINE_DELTA = 0.9
 
 
 def headline(summary: pd.DataFrame, delta: float = HEADLINE_DELTA) -> pd.DataFrame:

@@ -8,6 +8,7 @@ import pandas as pd
 
 from drprobe.experiment.store import CURVE_KEYS, JOB_KEYS
 from drprobe.report.run_tables import dr_interval, k_or_dash, summary_table
+from drprobe.report.style import HEADLINE_DELTA
 from drprobe.selectors import headline_selector
 
 
@@ -34,12 +35,12 @@ def model_table(results: pd.DataFrame, summary: pd.DataFrame | None) -> pd.DataF
             for col, value in (*zip(JOB_KEYS, job), ("selector", sel)):
                 if col in hit:
                     hit = hit[hit[col] == value]
-            hit = hit[hit["delta"].round(6) == 0.9]
+            hit = hit[hit["delta"].round(6) == HEADLINE_DELTA]
             if not hit.empty:
-                r = hit.iloc[0]
-                row.update({"DR_0.9": round(float(r["dr"]), 3), "CI_0.9": dr_interval(r),
-                            "k*_0.9": k_or_dash(r["k_star"]),
-                            "DR_cka_0.9": round(float(r.get("dr_cka", np.nan)), 3)})
+                r, tag = hit.iloc[0], f"{HEADLINE_DELTA:g}"
+                row.update({f"DR_{tag}": round(float(r["dr"]), 3), f"CI_{tag}": dr_interval(r),
+                            f"k*_{tag}": k_or_dash(r["k_star"]),
+                            f"DR_cka_{tag}": round(float(r.get("dr_cka", np.nan)), 3)})
         row["probes"] = len(df)
         if "fit_seconds" in df:
             row["fit_s"] = round(float(df["fit_seconds"].sum()), 2)
