@@ -1,7 +1,5 @@
 """Command-line interface: ``drprobe demo | run | extract | probe | layers | models | datasets |
-report | results``.
-
-Every refusal is one line on stderr and exit status 2.
+report | results``. Every refusal is one line on stderr and exit status 2.
 """
 
 from __future__ import annotations
@@ -51,9 +49,8 @@ def _report_run(title: str, output, out: Path) -> None:
     from drprobe.report.publish import publish_run
     from drprobe.report.run_tables import summary_table
 
-    figures = publish_run(output.results, output.summary, out)
-
     results, summary = output.results, output.summary
+    figures = publish_run(results, summary, out)
     sizes = results[["n_train", "n_val", "n_test"]].drop_duplicates()
     if len(sizes) == 1:  # one task size: say it in the title (the demo's form)
         n_train, n_val, n_test = sizes.iloc[0]
