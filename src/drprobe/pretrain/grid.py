@@ -27,19 +27,19 @@ import torch
 import yaml
 from tqdm.auto import tqdm
 
+from drprobe.devices import resolve_device
 from drprobe.errors import InvalidValueError, unknown
 from drprobe.experiment.store import atomic_write_text
 from drprobe.pretrain.config import (
     Data,
     PretrainConfig,
-    check_device,
     load_pretrain_config,
     parse_pretrain_config,
 )
 from drprobe.pretrain.data import SourceData, load_source
 from drprobe.pretrain.train import MODEL_FILE, PROVENANCE_FILE, train_one
 
-__all__ = ["PretrainResult", "resolve_device", "run", "run_folder"]
+__all__ = ["PretrainResult", "run", "run_folder"]
 
 INDEX_FILE, CONFIG_FILE = "models.csv", "pretrain.yaml"
 
@@ -58,21 +58,6 @@ class PretrainResult:
     def spec(self) -> str:
         """The model spec that probes it: ``ckpt:<folder>/model.pt``."""
         return f"ckpt:{(self.folder / MODEL_FILE).as_posix()}"
-
-
-def resolve_device(device: str) -> torch.device:
-    """``auto`` -> CUDA when present, else CPU; ``cpu``, ``cuda``, ``cuda:N`` as torch reads them.
-
-    Raises:
-        InvalidValueError: an unknown device, or CUDA asked for where there is none.
-    """
-    check_device(device, InvalidValueError)
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise InvalidValueError(f"device {device!r}: CUDA is not available here; valid "
-                                "choices: auto, cpu")
-    return torch.device(device)
 
 
 def run_folder(out: str | os.PathLike, variant: str, seed: int) -> Path:
@@ -177,9 +162,10 @@ def run(config: PretrainConfig | dict | str | os.PathLike, out: str | os.PathLik
             if name not in names:
                 raise unknown("variant", name, names)
         names = [n for n in names if n in variants]
-    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
-        raise InvalidValueError(f"jobs must be a positive integer, got {jobs!r}")
-    target = resolve_device(device or config.device)
+    for what, value in (("jobs", jobs), ("threads", 1 if threads is None else threads)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise InvalidValueError(f"{what} must be a positive integer, got {value!r}")
+    target = resolve_device(device or config.device, mps=False)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / CONFIG_FILE,
