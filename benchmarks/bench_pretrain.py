@@ -24,9 +24,9 @@ from pathlib import Path
 
 import torch
 
+from drprobe.devices import resolve_device
 from drprobe.pretrain import load_pretrain_config
 from drprobe.pretrain.data import load_source
-from drprobe.pretrain.run import resolve_device
 from drprobe.pretrain.train import train_one
 
 OUT = Path(__file__).resolve().parent / "results" / "pretrain.json"
@@ -42,7 +42,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     cfg = load_pretrain_config(args.config)
-    device = resolve_device(cfg.device)
+    device = resolve_device(cfg.device, mps=False)
     rows, totals = [], {"cpu": 0.0, "wall": 0.0}
     loaded: dict[tuple, dict] = {}
     with tempfile.TemporaryDirectory() as tmp:

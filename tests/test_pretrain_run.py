@@ -186,3 +186,81 @@ def test_worker_processes_give_the_same_models_as_one_process(tmp_path):
     assert len({r.provenance["sha256"] for r in one}) == 4
     with pytest.raises(DrprobeError, match="jobs must be a positive integer"):
         run(cfg, tmp_path / "three", jobs=0)
+
+
+@pytest.mark.parametrize("option,needle", [
+    (["--device", "tpu"], "unknown device 'tpu'; valid choices: auto"),
+    (["--device", "cuda"], "device 'cuda' is not available here"),
+    (["--jobs", "0"], "jobs must be a positive integer, got 0"),
+    (["--threads", "0"], "threads must be a positive integer, got 0"),
+    (["--variants", "ce,nope"], "unknown variant 'nope'; valid choices: ce"),
+])
+def test_bad_option_is_one_line_and_exit_2(tmp_path, capsys, option, needle):
+    if option == ["--device", "cuda"] and torch.cuda.is_available():
+        pytest.skip("CUDA is present: --device cuda is valid here")
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(TINY))
+    code = main(["pretrain", str(path), "--out", str(tmp_path / "out"), "--no-progress",
+                 *option])
+    err = capsys.readouterr().err
+    assert code == 2 and needle in err and err.count("\n") == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_ckpt_refuses_missing_and_foreign_files(tmp_path):
+    from drprobe.errors import InvalidValueError, MissingDataError
+
+    with pytest.raises(MissingDataError, match="does not exist"):
+        load_model(f"ckpt:{tmp_path / 'none.pt'}")
+    plain = tmp_path / "plain.pt"
+    torch.save({"fc.weight": torch.zeros(2, 2)}, plain)
+    with pytest.raises(InvalidValueError, match="not a drprobe pretrain checkpoint"):
+        load_model(f"ckpt:{plain}")
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a torch file")
+    with pytest.raises(MissingDataError, match="cannot read checkpoint"):
+        load_model(f"ckpt:{junk}")
+
+
+def _children(pid: int) -> list[int]:
+    """PIDs whose parent is ``pid`` (Linux /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return (Path(f"/proc/{pid}") / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.slow
+def test_workers_exit_when_the_command_is_killed(tmp_path):
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump({**TINY, "epochs": 50, "seeds": [0, 1]}))
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "drprobe.cli", "pretrain", str(path),
+                             "--no-progress", "--jobs", "2", "--out", str(tmp_path / "out")],
+                            env=env)
+    deadline = time.monotonic() + 300
+    state = run_folder(tmp_path / "out", "ce", 0) / STATE_FILE
+    while not state.exists() and time.monotonic() < deadline:  # workers are training
+        time.sleep(0.1)
+    workers = [p for p in _children(proc.pid) if "spawn_main" in
+               Path(f"/proc/{p}/cmdline").read_bytes().decode(errors="replace")]
+    assert workers
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 30
+    while any(_alive(p) for p in workers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(_alive(p) for p in workers)

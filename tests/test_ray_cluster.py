@@ -34,6 +34,7 @@ import yaml
 import drprobe
 from drprobe.experiment.config import parse_config
 from drprobe.experiment.runner import run_experiment
+from drprobe.report.publish import publish_run
 
 pytest.importorskip("ray")
 psutil = pytest.importorskip("psutil")  # a dependency of Ray
@@ -197,8 +198,9 @@ def local_run(tmp_path_factory):
     work = tmp_path_factory.mktemp("ray-work")
     (work / "config.yaml").write_text(yaml.safe_dump(CONFIG))
     out = work / "local"
-    run_experiment(parse_config(CONFIG), out, cache_dir=work / "local-cache", progress=False,
-                   plot=False)
+    done = run_experiment(parse_config(CONFIG), out, cache_dir=work / "local-cache",
+                          progress=False)
+    publish_run(done.results, done.summary, out, plot=False)  # summary.csv, as the CLI writes it
     return work, out
 
 
@@ -225,13 +227,17 @@ def test_token_cluster_two_nodes_and_a_killed_worker(local_run, namespace, tmp_p
     assert ADDRESS in lines[0]
     _only_loopback(got.stderr)
     assert not out.exists() and not (tmp_path / "refused-cache").exists()
-    # A wrong token (RAY_AUTH_TOKEN wins over ~/.ray/auth_token, as in Ray): named as such.
+    # A wrong token (RAY_AUTH_TOKEN wins over ~/.ray/auth_token, as in Ray), or token mode
+    # switched off by the user: each named as such.
     join = f"import ray; from drprobe.experiment.cluster import join; join(ray, {ADDRESS!r})"
-    got = ns.run([BIN / "python", "-c", join], ns.env(RAY_AUTH_TOKEN="0" * 32))
-    assert got.returncode == 1, got.stderr[-3000:]
-    last = got.stderr.strip().splitlines()[-1]
-    assert last.startswith("drprobe.experiment.cluster.ClusterError: the Ray cluster at "
-                           f"{ADDRESS!r} rejected the token from RAY_AUTH_TOKEN;"), last
+    for env, expected in (({"RAY_AUTH_TOKEN": "0" * 32}, "rejected the token from RAY_AUTH_TOKEN;"),
+                          ({"RAY_AUTH_MODE": "disabled"},
+                           "requires token authentication but RAY_AUTH_MODE='disabled' here;")):
+        got = ns.run([BIN / "python", "-c", join], ns.env(**env))
+        assert got.returncode == 1, got.stderr[-3000:]
+        last = got.stderr.strip().splitlines()[-1]
+        assert last.startswith("drprobe.experiment.cluster.ClusterError: the Ray cluster at "
+                               f"{ADDRESS!r} {expected}"), last
 
     # The token in ~/.ray/auth_token (where `ray start --head` found it) and no RAY_AUTH_MODE:
     # joined as given. The Ray worker process running a job is SIGKILLed once that job has

@@ -91,7 +91,7 @@ def test_run_with_groupings_and_nulls(tmp_path, digits_npz):
     base = data["datasets"][0]
     data["datasets"] = [base, {**base, "labels": "parity"}, {**base, "baseline": "shuffled_labels"},
                         {**base, "labels": "ge5", "baseline": "gaussian", "label": "noise"}]
-    out = run_experiment(parse_config(data), tmp_path / "run", progress=False, plot=False)
+    out = run_experiment(parse_config(data), tmp_path / "run", progress=False)
     res = out.results
     full = res[res["k"] == res["d"]].set_index("dataset")
     name = f"features:{digits_npz}"

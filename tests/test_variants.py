@@ -112,7 +112,7 @@ def test_report_draws_variant_figures(tmp_path):
                            "datasets": [{"name": f"features:{p}", "label": f"px{i}"}
                                         for i, p in enumerate(paths)],
                            "fractions": [0.25, 0.5, 1.0], "seeds": [1, 2]})
-    run_experiment(config, tmp_path / "run", progress=False, plot=False)
+    run_experiment(config, tmp_path / "run", progress=False)
     # a single variant: no variant figures, no table
     page = build_report(tmp_path / "run", tmp_path / "rep1", formats="png", progress=False)
     assert not (page.parent / "variants.csv").exists()

@@ -27,9 +27,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import click
+
 from drprobe.errors import InvalidValueError
 
-__all__ = ["run_configs", "run_study"]
+__all__ = ["run_configs", "run_study", "study"]
 
 PRETRAIN = "pretrain.yaml"
 
@@ -60,6 +62,7 @@ def run_study(
     from drprobe.experiment.store import atomic_write_text
     from drprobe.pretrain import run as pretrain
     from drprobe.report.build import build_report
+    from drprobe.report.publish import publish_run
 
     folder, out = Path(folder), Path(out)
     if not (folder / PRETRAIN).is_file():
@@ -79,8 +82,10 @@ def run_study(
     stage("pretrain", lambda: pretrain(folder / PRETRAIN, out / "pretrain", progress=progress,
                                        threads=threads, jobs=jobs))
     for name, config in configs.items():
-        stage(f"run {name}", lambda c=config, n=name: run_experiment(
-            c, out / n, cache_dir=cache_dir, progress=progress, plot=False))
+        def run(c=config, n: str = name) -> None:
+            done = run_experiment(c, out / n, cache_dir=cache_dir, progress=progress)
+            publish_run(done.results, done.summary, out / n, plot=False)
+        stage(f"run {name}", run)
     for name in configs:
         def report(n: str = name) -> None:
             try:
@@ -104,3 +109,30 @@ def run_study(
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "timings.json", json.dumps(timings, indent=1) + "\n")
     return timings
+
+
+@click.command()
+@click.argument("folder", type=click.Path(path_type=Path), default=Path("configs/study"))
+@click.option("--out", type=click.Path(path_type=Path), default=Path("runs/study"),
+              show_default=True, help="Study folder (the run configs' ckpt: paths point in it).")
+@click.option("--figures", type=click.Path(path_type=Path), default=None,
+              help="Copy every report figure and table here [default: nowhere].")
+@click.option("--jobs", type=int, default=2, show_default=True,
+              help="Pretraining runs at once, one process each.")
+@click.option("--threads", type=int, default=1, show_default=True,
+              help="CPU threads for torch per pretraining process.")
+@click.option("--reference", default="ce", show_default=True,
+              help="Variant the others are compared with in each report's variants.csv.")
+@click.option("--progress/--no-progress", default=True, show_default=True,
+              help="Show progress bars.")
+def study(folder, out, figures, jobs, threads, reference, progress) -> None:
+    """The whole study: pretrain, every run config, reports, figures copied.
+
+    \b
+    Example:
+      drprobe study configs/study --out runs/study --figures docs/img/findings
+    """
+    timings = run_study(folder, out, figures=figures, jobs=jobs, threads=threads,
+                        reference=reference, progress=progress, log=click.echo)
+    for name, t in timings.items():
+        click.echo(f"{name}: {t['wall_seconds']:.0f} s wall, {t['cpu_seconds']:.0f} s CPU")

@@ -9,12 +9,29 @@ pretraining-set sizes, on a small ResNet or ViT, several seeds each; every resul
 >>> results = run("configs/study/pretrain-tiny.yaml", "runs/pretrain-tiny")  # doctest: +SKIP
 >>> results[0].spec                                                            # doctest: +SKIP
 'ckpt:runs/pretrain-tiny/ce/seed0/model.pt'
+
+The names below are imported on first use, so ``import drprobe.pretrain.command`` (the CLI)
+stays cheap.
 """
 
 from __future__ import annotations
 
-from drprobe.pretrain.config import PretrainConfig, load_pretrain_config, parse_pretrain_config
-from drprobe.pretrain.run import PretrainResult, run, run_folder
+import importlib
+from typing import Any
 
-__all__ = ["PretrainConfig", "PretrainResult", "load_pretrain_config", "parse_pretrain_config",
-           "run", "run_folder"]
+_EXPORTS = {
+    "PretrainConfig": "drprobe.pretrain.config",
+    "load_pretrain_config": "drprobe.pretrain.config",
+    "parse_pretrain_config": "drprobe.pretrain.config",
+    "PretrainResult": "drprobe.pretrain.grid",
+    "run": "drprobe.pretrain.grid",
+    "run_folder": "drprobe.pretrain.grid",
+}
+
+__all__ = sorted(_EXPORTS)  # noqa: PLE0605 (the lazy exports)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'drprobe.pretrain' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

@@ -197,7 +197,7 @@ def _train(recipe, seed, folder, source, device, progress, after_epoch) -> dict:
         sched.load_state_dict(state["scheduler"])
         _set_rng_state(state["rng"], generator, device)
         history, wall = json.loads(state["history"]), float(state["wall_seconds"])
-        cpu = float(state["cpu_seconds"])
+        cpu = float(state.get("cpu_seconds", 0.0))
     label = f"{recipe.name}/seed{seed}"
     epochs = tqdm(range(len(history), recipe.epochs), desc=label, initial=len(history),
                   total=recipe.epochs, unit="epoch", disable=not progress, leave=False)

@@ -23,24 +23,18 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from drprobe.errors import InvalidValueError
-from drprobe.experiment.derived import efficiency_table
 from drprobe.experiment.query import query, result_parts, run_table
-from drprobe.experiment.store import atomic_path
-from drprobe.experiment.study import per_job
+from drprobe.experiment.store import JOB_KEYS, atomic_path
+from drprobe.experiment.summary import summarize
 from drprobe.experiment.variants import task_table, variant_table
 from drprobe.metrics.redundancy import DEFAULT_DELTAS
-from drprobe.report.compare import COMPARE_FIGURES
-from drprobe.report.figures import FRACTION_FIGURES, FigureSkipped, main_selector
+from drprobe.report.comparisons import COMPARE_FIGURES
+from drprobe.report.curves import FRACTION_FIGURES
 from drprobe.report.html import FigureEntry, Skipped, render_page
-from drprobe.report.tables import (
-    JOB,
-    dr_table,
-    fairness_table,
-    model_table,
-    run_meta,
-    summary_from_results,
-)
-from drprobe.report.variants import variant_figures, variants_of
+from drprobe.report.run_tables import efficiency_table, per_job
+from drprobe.report.style import FigureSkipped
+from drprobe.report.tables import dr_table, fairness_table, model_table, run_meta
+from drprobe.report.variants import headline_rows, variant_figures, variants_of
 
 FORMATS = ("png", "pdf", "svg")
 DPI = 100
@@ -71,10 +65,10 @@ def slug(text: str) -> str:
 def load_tables(run: Path, results: pd.DataFrame) -> tuple[dict, dict[str, str]]:
     """The summary and efficiency tables (read, or rebuilt from ``results``) and their sources."""
     tables, sources = {}, {}
-    for name, rebuild in (("summary", summary_from_results),
+    for name, rebuild in (("summary", partial(summarize, by=JOB_KEYS)),
                           ("efficiency", partial(per_job, efficiency_table))):
         table = run_table(run, name)
-        keys = [k for k in JOB if k in results and results[k].nunique() > 1]
+        keys = [k for k in JOB_KEYS if k in results and results[k].nunique() > 1]
         if table is not None and not table.empty and all(k in table for k in keys):
             where = f"{name}.csv" if (run / f"{name}.csv").is_file() else f"{name}/*.parquet"
             tables[name], sources[name] = table, where
@@ -140,8 +134,7 @@ def build_report(
 
     drawn: list[tuple[FigureEntry, dict[str, bytes]]] = []
     skipped: list[Skipped] = []
-    variants = (variant_table(results[results["selector"] == main_selector(results)],
-                              DEFAULT_DELTAS, reference=reference)
+    variants = (variant_table(headline_rows(results), DEFAULT_DELTAS, reference=reference)
                 if variants_of(results) >= 2 else None)
     jobs = _jobs(results, tables, variants)
     for name, title, caption, draw in tqdm(jobs, desc="report", disable=not progress,
@@ -179,8 +172,7 @@ def build_report(
     if variants is not None:
         _write_atomic(out / "variants.csv", variants.to_csv(index=False).encode())
         if results["dataset"].nunique() > 1:
-            tasks = task_table(results[results["selector"] == main_selector(results)],
-                               DEFAULT_DELTAS)
+            tasks = task_table(headline_rows(results), DEFAULT_DELTAS)
             _write_atomic(out / "tasks.csv", tasks.to_csv(index=False).encode())
     page_path = out / "report.html"
     _write_atomic(page_path, page.encode("utf-8"))

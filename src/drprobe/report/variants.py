@@ -28,9 +28,10 @@ from drprobe.experiment.variants import (
     variant_table,
 )
 from drprobe.metrics.compare import network_stats
-from drprobe.report.figures import FigureSkipped, main_selector, ordered, panel_grid
+from drprobe.report.style import FigureSkipped, ordered, panel_grid
+from drprobe.selectors import headline_selector
 
-__all__ = ["VARIANT_DELTA", "variant_curves_figure", "variant_dr_figure", "variant_figures",
+__all__ = ["VARIANT_DELTA", "headline_rows", "variant_curves_figure", "variant_dr_figure", "variant_figures",
            "variants_of"]
 
 VARIANT_DELTA = 0.9
@@ -41,10 +42,20 @@ CURVE_CAPTION = ("Test accuracy against the fraction of neurons kept (random sub
                  "a variant's networks; band: the networks' minimum to maximum.")
 
 
+def main_selector(results: pd.DataFrame) -> str:
+    """The run's headline selector (:func:`drprobe.selectors.headline_selector`)."""
+    return headline_selector(results["selector"])
+
+
+def headline_rows(results: pd.DataFrame) -> pd.DataFrame:
+    """The rows of the run's headline selector."""
+    return results[results["selector"] == main_selector(results)]
+
+
 def _selected(results: pd.DataFrame) -> pd.DataFrame:
     if "test_correct" not in results:
         raise FigureSkipped("the run's results have no test_correct column")
-    res = results[results["selector"] == main_selector(results)]
+    res = headline_rows(results)
     if "baseline" in res:
         res = res[res["baseline"] == "none"]
     return res

@@ -17,6 +17,8 @@ import io
 import json
 import multiprocessing
 import os
+import threading
+import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +27,7 @@ import torch
 import yaml
 from tqdm.auto import tqdm
 
+from drprobe.devices import resolve_device
 from drprobe.errors import InvalidValueError, unknown
 from drprobe.experiment.store import atomic_write_text
 from drprobe.pretrain.config import (
@@ -36,7 +39,7 @@ from drprobe.pretrain.config import (
 from drprobe.pretrain.data import SourceData, load_source
 from drprobe.pretrain.train import MODEL_FILE, PROVENANCE_FILE, train_one
 
-__all__ = ["PretrainResult", "resolve_device", "run", "run_folder"]
+__all__ = ["PretrainResult", "run", "run_folder"]
 
 INDEX_FILE, CONFIG_FILE = "models.csv", "pretrain.yaml"
 
@@ -55,13 +58,6 @@ class PretrainResult:
     def spec(self) -> str:
         """The model spec that probes it: ``ckpt:<folder>/model.pt``."""
         return f"ckpt:{(self.folder / MODEL_FILE).as_posix()}"
-
-
-def resolve_device(device: str) -> torch.device:
-    """``auto`` -> CUDA when present, else CPU; other names as torch reads them."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def run_folder(out: str | os.PathLike, variant: str, seed: int) -> Path:
@@ -83,7 +79,7 @@ def _index(config: PretrainConfig, out: Path) -> str:
             p = json.loads((folder / PROVENANCE_FILE).read_text())
             spec = PretrainResult(variant.name, seed, folder, False, p).spec
             writer.writerow([variant.name, seed, spec, p["d"], p["test_acc"], p["epochs"],
-                             p["wall_seconds"], p["cpu_seconds"], p["sha256"]])
+                             p["wall_seconds"], p.get("cpu_seconds"), p["sha256"]])
     return buf.getvalue()
 
 
@@ -110,12 +106,22 @@ class _Trainer:
 _WORKER: dict[str, _Trainer] = {}
 
 
-def _work(config_data: dict, name: str, seed: int, out: str, device: str,
-          threads: int) -> PretrainResult:
+def _init_worker(device: str, threads: int, parent: int) -> None:
+    """Set up a worker process: its trainer, its threads, and an exit when ``parent`` dies
+    (a killed ``drprobe pretrain`` must not leave workers training behind it)."""
+    torch.set_num_threads(threads)
+    _WORKER["trainer"] = _Trainer(torch.device(device), progress=False)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def _work(config_data: dict, name: str, seed: int, out: str) -> PretrainResult:
     """One task of a worker process (its trainer, and so its loaded data, live across tasks)."""
-    if "trainer" not in _WORKER:
-        torch.set_num_threads(threads)
-        _WORKER["trainer"] = _Trainer(torch.device(device), progress=False)
     config = PretrainConfig.model_validate(config_data)
     return _WORKER["trainer"](config, name, seed, Path(out))
 
@@ -124,7 +130,7 @@ def run(config: PretrainConfig | dict | str | os.PathLike, out: str | os.PathLik
         progress: bool = True, variants: list[str] | None = None,
         device: str | None = None, threads: int | None = None,
         jobs: int = 1) -> list[PretrainResult]:
-    """Train every (variant, seed) of ``config`` into ``out``.
+    """Train every (variant, seed) of ``config`` into ``out``, all variants' first seed first.
 
     Args:
         config: a :class:`PretrainConfig`, its plain data, or the path of its YAML file.
@@ -156,14 +162,17 @@ def run(config: PretrainConfig | dict | str | os.PathLike, out: str | os.PathLik
             if name not in names:
                 raise unknown("variant", name, names)
         names = [n for n in names if n in variants]
-    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
-        raise InvalidValueError(f"jobs must be a positive integer, got {jobs!r}")
+    for what, value in (("jobs", jobs), ("threads", 1 if threads is None else threads)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise InvalidValueError(f"{what} must be a positive integer, got {value!r}")
+    target = resolve_device(device or config.device, mps=False)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / CONFIG_FILE,
                       yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
-    target = resolve_device(device or config.device)
-    tasks = [(name, seed) for name in names for seed in config.seeds]
+    # seed-major: every variant's first seed is trained before any variant's second one, so a
+    # grid stopped early still compares every variant
+    tasks = [(name, seed) for seed in config.seeds for name in names]
     if jobs == 1 or len(tasks) == 1:
         if threads is not None:
             torch.set_num_threads(threads)
@@ -172,7 +181,7 @@ def run(config: PretrainConfig | dict | str | os.PathLike, out: str | os.PathLik
     else:
         results = _parallel(config, tasks, out, str(target), threads or 1, jobs, progress)
     atomic_write_text(out / INDEX_FILE, _index(config, out))
-    return results
+    return sorted(results, key=lambda r: (names.index(r.variant), config.seeds.index(r.seed)))
 
 
 def _parallel(config: PretrainConfig, tasks: list[tuple[str, int]], out: Path, device: str,
@@ -180,9 +189,10 @@ def _parallel(config: PretrainConfig, tasks: list[tuple[str, int]], out: Path, d
     """Run ``tasks`` on ``jobs`` spawned worker processes; the first failure stops the rest."""
     data = config.model_dump(mode="json")
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=min(jobs, len(tasks)), mp_context=context) as pool:
-        futures = [pool.submit(_work, data, name, seed, str(out), device, threads)
-                   for name, seed in tasks]
+    with ProcessPoolExecutor(max_workers=min(jobs, len(tasks)), mp_context=context,
+                             initializer=_init_worker,
+                             initargs=(device, threads, os.getpid())) as pool:
+        futures = [pool.submit(_work, data, name, seed, str(out)) for name, seed in tasks]
         try:
             with tqdm(total=len(futures), desc="pretrain runs", unit="run",
                       disable=not progress) as bar:
