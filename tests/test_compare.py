@@ -15,7 +15,11 @@ from drprobe.metrics.compare import (
     replicate_stats,
     variant_interval,
 )
-from drprobe.metrics.redundancy import critical_mass, diffused_redundancy
+from drprobe.metrics.redundancy import (
+    critical_fraction_interpolated,
+    critical_mass,
+    diffused_redundancy,
+)
 
 FRACTIONS = np.array([0.05, 0.1, 0.2, 0.5, 1.0])
 KS = np.array([5, 10, 20, 50, 100])
@@ -43,12 +47,14 @@ def slow_replicate(v: Variant, delta: float, stat: str, d: Draws, b: int) -> flo
         curve = np.array(curve)
         if stat == "dr":
             values.append(diffused_redundancy(v.fractions, curve, curve[-1], delta))
+        elif stat == "dr_interp":
+            values.append(1 - critical_fraction_interpolated(v.fractions, curve, curve[-1], delta))
         else:
             values.append(critical_mass(v.ks, curve, curve[-1], delta))
     return float(np.mean(values))
 
 
-@pytest.mark.parametrize("stat", ["dr", "k_star"])
+@pytest.mark.parametrize("stat", ["dr", "k_star", "dr_interp"])
 def test_replicates_match_a_slow_loop(stat):
     v = synthetic([0.1, 0.2, 0.5], n_test=40)
     d = draw(np.random.default_rng(5), 12, 3, 3, 40)
@@ -102,7 +108,7 @@ def test_bad_inputs_are_one_line_errors():
         Variant(v.correct, FRACTIONS * 0.5, KS)
     with pytest.raises(InvalidValueError, match=r"correct \(P, S, F, N\)"):
         Variant(v.correct[0], FRACTIONS, KS)
-    with pytest.raises(InvalidValueError, match="valid choices: dr, k_star"):
+    with pytest.raises(InvalidValueError, match="valid choices: dr, k_star, dr_interp"):
         network_stats(v, 0.9, "f_star")
     with pytest.raises(InvalidValueError, match="same test examples"):
         compare_variants(v, synthetic([0.1], n_test=11), 0.9)

@@ -86,9 +86,10 @@ def variant_table(
     n_boot: int = 1000, ci: float = 0.95, random_state: int = 0,
 ) -> pd.DataFrame:
     """One row per (variant, layer, dataset, selector, δ): networks, d, full_acc (mean, and its
-    spread sd over networks), dr / dr_low / dr_high / dr_sd_seeds, the same for k_star and,
-    with ``reference`` (a variant name), dr_diff / dr_diff_low / dr_diff_high = DR(variant) −
-    DR(reference) on the same layer name, dataset and selector.
+    spread sd over networks), dr / dr_low / dr_high / dr_sd_seeds, the same for k_star and
+    dr_interp (interpolated f*) and, with ``reference`` (a variant name), dr_diff /
+    dr_diff_low / dr_diff_high = DR(variant) − DR(reference) on the same layer name, dataset
+    and selector (and dr_interp_diff ...).
 
     Intervals: the hierarchical bootstrap of :mod:`drprobe.metrics.compare`; every group of one
     dataset shares the test-example draws (so differences are paired over examples), each
@@ -117,19 +118,21 @@ def variant_table(
             row = dict(zip(GROUP, key), delta=float(delta), networks=v.shape[0],
                        d=int(v.ks[-1]), full_acc=float(full.mean()),
                        full_acc_sd=float(full.std(ddof=1)) if len(full) > 1 else np.nan)
-            for stat in ("dr", "k_star"):
+            for stat in ("dr", "k_star", "dr_interp"):
                 per_net = network_stats(v, delta, stat)
                 low, high = interval(curve_stats(reps, v, delta, stat), ci)
                 row.update({stat: float(per_net.mean()), f"{stat}_low": low,
                             f"{stat}_high": high, f"{stat}_sd_seeds": float(
                                 per_net.std(ddof=1)) if len(per_net) > 1 else np.nan})
-            if reference:
+            for stat in ("dr", "dr_interp") if reference else ():
                 diff = low = high = np.nan
                 if ref is not None:
-                    reps_diff = (curve_stats(reps, v, delta) - curve_stats(ref[1], ref[0], delta))
-                    diff = row["dr"] - float(network_stats(ref[0], delta).mean())
+                    reps_diff = (curve_stats(reps, v, delta, stat)
+                                 - curve_stats(ref[1], ref[0], delta, stat))
+                    diff = row[stat] - float(network_stats(ref[0], delta, stat).mean())
                     low, high = interval(reps_diff, ci)
-                row.update(dr_diff=diff, dr_diff_low=low, dr_diff_high=high)
+                row.update({f"{stat}_diff": diff, f"{stat}_diff_low": low,
+                            f"{stat}_diff_high": high})
             out.append(row)
     return pd.DataFrame(out)
 
@@ -171,7 +174,7 @@ def task_table(
             for delta in deltas:
                 row = {"variant": variant, "layer": layer, "selector": sel, "dataset": ds,
                        "reference_dataset": ref_name, "delta": float(delta)}
-                for stat in ("k_star", "dr"):
+                for stat in ("k_star", "dr", "dr_interp"):
                     diff = compare_variants(v, ref, delta, stat, n_boot=n_boot, ci=ci,
                                             paired_tests=v.shape[3] == ref.shape[3],
                                             paired_seeds=True, random_state=random_state)

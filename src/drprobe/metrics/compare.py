@@ -34,7 +34,7 @@ from drprobe.metrics.redundancy import _SLACK
 __all__ = ["STATS", "Draws", "Variant", "compare_variants", "curve_stats", "draw", "interval",
            "network_stats", "replicate_curves", "replicate_stats", "variant_interval"]
 
-STATS = ("dr", "k_star")
+STATS = ("dr", "k_star", "dr_interp")
 
 
 @dataclass(frozen=True)
@@ -83,11 +83,23 @@ def draw(rng: np.random.Generator, n: int, P: int, S: int, N: int) -> Draws:
 
 
 def _stat_from_curves(curves: np.ndarray, v: Variant, delta: float, stat: str) -> np.ndarray:
-    """curves (..., F) accuracy per fraction -> (...) DR_δ or k*_δ of each curve."""
-    full = curves[..., -1:]
-    ok = curves >= delta * full - _SLACK  # the last column always passes
+    """curves (..., F) accuracy per fraction -> (...) DR_δ, k*_δ or interpolated DR_δ of each
+    curve (``dr_interp`` = 1 − f* interpolated linearly in f between the grid point below f*_δ
+    and f*_δ, as :func:`~drprobe.metrics.redundancy.critical_fraction_interpolated`)."""
+    thr = delta * curves[..., -1:]
+    ok = curves >= thr - _SLACK  # the last column always passes
     first = ok.argmax(axis=-1)
-    return 1.0 - v.fractions[first] if stat == "dr" else v.ks[first].astype(np.float64)
+    if stat == "dr":
+        return 1.0 - v.fractions[first]
+    if stat == "k_star":
+        return v.ks[first].astype(np.float64)
+    below = np.maximum(first - 1, 0)
+    s1 = np.take_along_axis(curves, first[..., None], -1)[..., 0]
+    s0 = np.take_along_axis(curves, below[..., None], -1)[..., 0]
+    f1, f0 = v.fractions[first], v.fractions[below]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        f = f0 + (thr[..., 0] - s0) * (f1 - f0) / (s1 - s0)
+    return 1.0 - np.where(first == 0, f1, f)
 
 
 def _check(stat: str, delta: float) -> None:
