@@ -184,7 +184,7 @@ def test_results_prints_the_runs_table(probe_run, capsys):
     assert code == 0 and out.split()[-1] == str(len(parts))
 
 
-@pytest.mark.slow  # many figures / many bank fits
+@pytest.mark.slow  # draws and renders every figure of a run
 def test_report_draws_every_figure_it_lists(probe_run, capsys, tmp_path):
     code, out, _ = run(capsys, "report", str(probe_run), "--out", str(tmp_path / "rep"),
                        "--formats", "svg", "--no-progress")
