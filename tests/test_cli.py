@@ -112,7 +112,14 @@ def test_checkpoint_with_wrong_keys_is_refused(capsys, tmp_path):
     assert not out.exists() and not (tmp_path / "cache").exists()
 
 
-COMMANDS = ["demo", "run", "extract", "probe", "layers", "models", "datasets", "report", "results"]
+COMMANDS = ["demo", "run", "pretrain", "extract", "probe", "layers", "models", "datasets",
+            "report", "results"]
+
+
+def test_every_command_is_covered_here():
+    from drprobe.cli import app
+
+    assert sorted(COMMANDS) == sorted(app.commands)
 
 
 @pytest.mark.parametrize("command", COMMANDS)
