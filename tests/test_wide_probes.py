@@ -46,7 +46,7 @@ def test_sample_space_probe_equals_feature_space_probe(tmp_path):
     readers = [ColumnReader(Xm, rows=r, scratch_dir=tmp_path, in_memory_bytes=0)
                for r in (tr, va, te)]
     got = sample_space_probes(_bank(), readers[0], y[tr], readers[1], y[va], readers[2], y[te],
-                              order, ks, selector="random", seed=5, block=17)
+                              [("random", 5, order)], ks, block=17)
     assert [g.k for g in got] == ks
     for g, w in zip(got, want):
         assert abs(g.test_acc - w.test_acc) <= 0.003
@@ -94,12 +94,13 @@ def test_streaming_probes_match_sklearn_and_the_bank(tmp_path):
             want = ref.decision_function((X64[te][:, S] - mu) / sd)
             got = logits[i, j] - logits[i, j].mean(axis=1, keepdims=True)  # softmax shift
             np.testing.assert_allclose(got, want - want.mean(axis=1, keepdims=True), atol=5e-3)
-    chosen = sp.select(Xm, y[va], rows=va)
+    chosen, val_acc = sp.select(Xm, y[va], rows=va)
     fam = SubsetFamily("random", 2, ks, indices=order)
     bank = _bank().fit(X[tr], y[tr], X[va], y[va], [fam]).evaluate(X[te], y[te])
     for i, b in enumerate(bank):
         pred = sp.classes_[logits[i, chosen[i]].argmax(1)]
         assert L2[chosen[i]] == b.l2
+        assert val_acc[i, chosen[i]] == pytest.approx(b.val_acc, abs=1e-12)
         assert abs(float(np.mean(pred == y[te])) - b.test_acc) <= 0.003
 
 

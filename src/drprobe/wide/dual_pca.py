@@ -118,3 +118,23 @@ def dual_pca_from_features(
                                        block=block, progress=progress):
         return dual_pca(K, Ko, m, least, train.d)
     raise InvalidValueError("no columns to read")  # unreachable: ks=[d] always yields
+
+
+def clip_to_rank(
+    ks: Sequence[int], fractions: Sequence[float] | None, rank: int, d: int
+) -> tuple[list[int], list[float] | None]:
+    """PCA sizes restricted to the r non-null directions: every k < r, then r itself.
+
+    A k ≥ r would add null directions (zero training variance); the sizes that reach the rank
+    are replaced by one size r, whose fraction is r/d. Returns (ks, fractions).
+    """
+    if rank < 1:
+        raise InvalidValueError("the training features have no variance: PCA has no direction")
+    keep = [i for i, k in enumerate(ks) if k < rank]
+    out_k = [int(ks[i]) for i in keep]
+    out_f = None if fractions is None else [float(fractions[i]) for i in keep]
+    if len(keep) < len(ks):
+        out_k.append(int(rank))
+        if out_f is not None:
+            out_f.append(rank / d)
+    return out_k, out_f

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -56,39 +57,81 @@ def sample_space_features(
     return pca.train, pca.others
 
 
-def probe_on_features(
-    bank: ProbeBank, Phi: np.ndarray, y_train: np.ndarray, Phi_val: np.ndarray,
-    y_val: np.ndarray, Phi_test: np.ndarray, y_test: np.ndarray, *, selector: str, seed: int,
-    k: int, fraction: float | None = None,
-) -> ProbeResult:
-    """Train ``bank``'s probe (its L2 grid, solver and selection rule) on Φ, score on Φ_test.
+@dataclass
+class FeatureBlock:
+    """One family's probe features in its own coordinates, for :func:`probe_blocks`.
 
-    The bank is copied with ``standardize=False`` (Φ is centred and its scale is the model's);
-    the result is labelled with the subset size ``k`` and ``fraction``.
+    Attributes:
+        selector, seed: reported on every result.
+        ks: probe widths, prefixes of the block's columns (strictly increasing).
+        train, val, test: (n_*, m) features of the three splits.
+        sizes: the subset size reported for each entry of ks (default: ks itself; for Φ the
+            width is the rank r while the subset has k neurons).
+        fractions: optional fraction per entry of ks.
+    """
+
+    selector: str
+    seed: int
+    ks: list[int]
+    train: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+    sizes: list[int] | None = None
+    fractions: list[float] | None = None
+
+
+def probe_blocks(
+    bank: ProbeBank, blocks: Sequence[FeatureBlock], y_train: np.ndarray, y_val: np.ndarray,
+    y_test: np.ndarray, *, standardize: bool,
+) -> list[ProbeResult]:
+    """Train every block's probes in one call of a copy of ``bank`` and test them.
+
+    The blocks' columns are laid side by side, one family per block, so same-width probes of
+    different blocks are batched. ``standardize`` overrides the bank's setting (False for Φ,
+    which is centred and whose scale is the model's). Results come in block order, each
+    labelled with its block's ``sizes``.
     """
     b = copy.copy(bank)
-    b.standardize = False
-    r = Phi.shape[1]
-    fam = SubsetFamily(selector, int(seed), [r], indices=np.arange(r),
-                       fractions=None if fraction is None else [float(fraction)])
-    b.fit(Phi, y_train, Phi_val, y_val, [fam])
-    (result,) = b.evaluate(Phi_test, y_test)
-    result.k = int(k)
-    return result
+    b.standardize = standardize
+    cat = [np.concatenate([np.asarray(getattr(blk, part), dtype=np.float32) for blk in blocks],
+                          axis=1) for part in ("train", "val", "test")]
+    families, offset = [], 0
+    for blk in blocks:
+        m = blk.train.shape[1]
+        families.append(SubsetFamily(blk.selector, int(blk.seed), list(blk.ks),
+                                     indices=offset + np.arange(m), fractions=blk.fractions))
+        offset += m
+    b.fit(cat[0], y_train, cat[1], y_val, families)
+    results = b.evaluate(cat[2], y_test)
+    i = 0
+    for blk in blocks:
+        for j in range(len(blk.ks)):
+            results[i].k = int((blk.sizes or blk.ks)[j])
+            i += 1
+    return results
 
 
 def sample_space_probes(
     bank: ProbeBank, train: ColumnReader, y_train: np.ndarray, val: ColumnReader,
-    y_val: np.ndarray, test: ColumnReader, y_test: np.ndarray, order: Any, ks: Sequence[int],
-    *, selector: str, seed: int, fractions: Sequence[float] | None = None,
-    block: int = DEFAULT_BLOCK, progress: bool = False,
+    y_val: np.ndarray, test: ColumnReader, y_test: np.ndarray,
+    orders: Sequence[tuple[str, int, Any]], ks: Sequence[int], *,
+    fractions: Sequence[float] | None = None, block: int = DEFAULT_BLOCK, progress: bool = False,
 ) -> list[ProbeResult]:
-    """One probe per k on the standardised columns order[:k], all from one pass over order."""
+    """One probe per (order, k) on the standardised columns order[:k].
+
+    ``orders``: (selector, seed, neuron order) per family. The families' passes run in lockstep
+    (one Gram per family at a time), and at each size k their Φ are trained in one bank call.
+    Results are ordered by k, then by family.
+    """
     fr = dict(zip(ks, fractions)) if fractions is not None else {}
+    passes = [nested_probe_grams(train, [val, test], order, ks, block=block, progress=progress)
+              for _, _, order in orders]
     out = []
-    for k, K, (K_val, K_test) in nested_probe_grams(train, [val, test], order, ks, block=block,
-                                                     progress=progress):
-        Phi, (Phi_val, Phi_test) = sample_space_features(K, [K_val, K_test], k)
-        out.append(probe_on_features(bank, Phi, y_train, Phi_val, y_val, Phi_test, y_test,
-                                     selector=selector, seed=seed, k=k, fraction=fr.get(k)))
+    for steps in zip(*passes):
+        blocks = []
+        for (sel, seed, _), (k, K, (K_val, K_test)) in zip(orders, steps):
+            Phi, (Phi_val, Phi_test) = sample_space_features(K, [K_val, K_test], k)
+            blocks.append(FeatureBlock(sel, seed, [Phi.shape[1]], Phi, Phi_val, Phi_test,
+                                       sizes=[k], fractions=[fr[k]] if k in fr else None))
+        out += probe_blocks(bank, blocks, y_train, y_val, y_test, standardize=False)
     return out

@@ -162,9 +162,10 @@ class StreamingProbes(BaseEstimator):
                 out[:, :, r0:r0 + Z.shape[0]] = self._logits(Z, self.coef_, self.intercept_)
         return out
 
-    def select(self, X_val: Any, y_val: Any, rows: Any = None) -> np.ndarray:
-        """(F,) index of the chosen λ per size: best validation accuracy, ties to larger λ."""
+    def select(self, X_val: Any, y_val: Any, rows: Any = None) -> tuple[np.ndarray, np.ndarray]:
+        """(F,) index of the chosen λ per size — best validation accuracy, ties to the larger
+        λ — and the (F, L) validation accuracies."""
         pred = self.classes_[self.decision_function(X_val, rows).argmax(axis=3)]
         acc = (pred == np.asarray(y_val)[None, None, :]).mean(axis=2)  # (F, L)
         L = acc.shape[1]
-        return L - 1 - np.argmax(acc[:, ::-1], axis=1)
+        return L - 1 - np.argmax(acc[:, ::-1], axis=1), acc
