@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from drprobe.errors import InvalidValueError
-from drprobe.metrics.cka import CrossProductStats
+from drprobe.metrics import CrossProductStats
 from drprobe.probes import ProbeBank
 from drprobe.selectors import make_family, resolve_ks
 from drprobe.wide.layer import analyze_wide

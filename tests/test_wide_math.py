@@ -8,7 +8,7 @@ from scipy.linalg import subspace_angles
 from sklearn.decomposition import PCA
 
 from drprobe.errors import InvalidValueError
-from drprobe.metrics.cka import CrossProductStats, debiased_linear_cka, linear_cka
+from drprobe.metrics import CrossProductStats, debiased_linear_cka, linear_cka
 from drprobe.selectors import RandomProjectionGauss, RandomProjectionUniform
 from drprobe.wide import (
     ColumnReader,
