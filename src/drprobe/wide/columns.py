@@ -8,11 +8,14 @@ a block of any b neurons is b contiguous rows of n values. Arrays that fit in
 
 Peak memory (anonymous): one row chunk (about ``CHUNK_BYTES``) while the scratch copy is written,
 then the requested block, O(n·b); the scratch file lives on disk (n·d·itemsize bytes) and is
-removed by :meth:`ColumnReader.close` (or when the reader is garbage-collected).
+removed by :meth:`ColumnReader.close` (or when the reader is garbage-collected). Pages of the
+memory-mapped files are released after each chunk or block (:func:`release`), so the process's
+resident set does not grow with the files either (they stay in the kernel's page cache).
 """
 
 from __future__ import annotations
 
+import mmap
 import os
 import sys
 import tempfile
@@ -27,6 +30,22 @@ from drprobe.errors import InvalidValueError
 
 CHUNK_BYTES = 64 * 2**20  # rows of X copied per step while writing the scratch file
 IN_MEMORY_BYTES = 256 * 2**20  # selected rows up to this size are simply held in memory
+
+
+def release(X: Any) -> None:
+    """Drop the resident pages of a memory-mapped array from this process (no-op otherwise).
+
+    The data stays in the page cache (a read-only or shared mapping loses nothing); only the
+    process's resident set shrinks back.
+    """
+    handle = getattr(X, "_mmap", None)
+    if handle is None and isinstance(getattr(X, "base", None), mmap.mmap):
+        handle = X.base
+    if isinstance(handle, mmap.mmap) and hasattr(mmap, "MADV_DONTNEED"):
+        try:
+            handle.madvise(mmap.MADV_DONTNEED)
+        except (OSError, ValueError):  # pragma: no cover - closed or unsupported mapping
+            pass
 
 
 def _remove(path: str) -> None:
@@ -73,6 +92,8 @@ class ColumnReader:
         for r0 in tqdm(range(0, self.n, step), desc="neuron-major copy", unit="chunk",
                        file=sys.stderr, disable=not progress):
             T[:, r0:r0 + step] = np.asarray(X[rows_arr[r0:r0 + step]], dtype=dtype).T
+            release(X)
+            release(T)
         T.flush()
         del T
         self._T = np.load(self.path, mmap_mode="r")
@@ -83,6 +104,7 @@ class ColumnReader:
         order = np.argsort(cols, kind="stable")  # sorted reads walk the scratch file forwards
         out = np.empty((cols.size, self.n), dtype=np.float64)
         out[order] = self._T[cols[order]]
+        release(self._T)
         return out.T
 
     def close(self) -> None:

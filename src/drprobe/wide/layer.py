@@ -31,7 +31,7 @@ from drprobe.metrics.fairness import per_class_accuracy
 from drprobe.probes import ProbeBank, ProbeResult
 from drprobe.selectors import SELECTORS
 from drprobe.wide.columns import ColumnReader
-from drprobe.wide.dual_pca import clip_to_rank, dual_pca_from_features
+from drprobe.wide.dual_pca import clip_to_rank, dual_pca
 from drprobe.wide.dual_probe import FeatureBlock, probe_blocks, sample_space_probes
 from drprobe.wide.gram import DEFAULT_BLOCK, cka_from_grams, nested_cross_grams, nested_gram_cka
 from drprobe.wide.memory import bank_bytes
@@ -131,9 +131,12 @@ def analyze_wide(
                                                    for r in (train, val, test)),
                                fractions=[frac_of[k] for k in small])
                   for sel, seed, order in coords if small]
-        for sel in [s for s in selectors if s in ("pca_top", "pca_least")]:
-            blocks.append(_pca_block(sel, train, [val, test], ks, fractions, d, K_test, out,
-                                     block, progress))
+        pcas = [s for s in selectors if s in ("pca_top", "pca_least")]
+        if pcas:  # one centred train Gram (and cross-Grams) serves both PCA selectors
+            (_, K, Ko), = nested_cross_grams(train, [val, test], np.arange(d), [d],
+                                             standardize=False, block=block, progress=progress)
+            blocks += [_pca_block(sel, K, Ko, ks, fractions, d, K_test, out) for sel in pcas]
+            del K, Ko
         out.seconds["pca"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         if blocks:
@@ -155,13 +158,12 @@ def analyze_wide(
 
 
 def _pca_block(
-    sel: str, train: ColumnReader, others: list[ColumnReader], ks: list[int],
-    fractions: list[float], d: int, K_test: np.ndarray, out: WideOutput, block: int,
-    progress: bool,
+    sel: str, K: np.ndarray, K_others: list[np.ndarray], ks: list[int], fractions: list[float],
+    d: int, K_test: np.ndarray, out: WideOutput,
 ) -> FeatureBlock:
-    """Dual PCA coordinates of one PCA selector, its CKA values, as a bank block."""
-    pca = dual_pca_from_features(train, others, ks[-1], least=sel == "pca_least", block=block,
-                                 progress=progress)
+    """Dual PCA coordinates of one PCA selector from the centred train Gram K and the
+    cross-Grams of validation and test; records its CKA values; returns its bank block."""
+    pca = dual_pca(K, K_others, ks[-1], least=sel == "pca_least", d=d)
     pks, pfr = clip_to_rank(ks, fractions, pca.rank, d)
     m = pks[-1]
     tr, (va, te) = pca.train[:, :m], [o[:, :m] for o in pca.others]

@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 from drprobe.errors import InvalidValueError
 from drprobe.probes import DEFAULT_L2_GRID
 from drprobe.probes.bank import torch_threads
+from drprobe.wide.columns import release
 from drprobe.wide.gram import CONSTANT_RTOL, check_nested
 
 HISTORY = 10
@@ -65,6 +66,7 @@ class StreamingProbes(BaseEstimator):
         tdtype = torch.float64 if self.dtype == "float64" else torch.float32
         for r0 in range(0, len(rows), step):
             R = np.asarray(X[rows[r0:r0 + step]], dtype=np.float64)[:, self._order]
+            release(X)
             R -= self.mean_
             R /= self.scale_
             yield r0, torch.from_numpy(R).to(tdtype)
