@@ -16,7 +16,7 @@ from scipy.special import erf
 from drprobe.errors import DrprobeError, InvalidValueError, MissingDataError
 from drprobe.sources.layers import layer_features
 from drprobe.sources.models import ModelBundle, load_model
-from drprobe.sources.zoo.resnet import PrefixLinear
+from drprobe.sources.zoo.heads import PrefixLinear
 
 GEN = torch.Generator().manual_seed(0)
 X64 = torch.randn(2, 3, 64, 64, generator=GEN)

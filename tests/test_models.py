@@ -8,10 +8,12 @@ import sys
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from sklearn.datasets import load_sample_images
 
 from drprobe.errors import DrprobeError, InvalidValueError, MissingDataError, UnknownNameError
 from drprobe.sources.builtin import efficientnet_lite, mobilenet_v2, sha256_file
+from drprobe.sources.layers import layer_features
 from drprobe.sources.models import ModelBundle, available_models, load_model
 from drprobe.sources.transforms import preprocess
 
@@ -44,6 +46,63 @@ def test_mobilenet_v2_classifies_china_as_palace(pretrained, china):
     probs = _probabilities(pretrained["builtin:mobilenet_v2"], china)
     assert PALACE in probs.topk(3).indices.tolist()
     assert 0.4 < probs[PALACE] < 0.7  # ASSETS.md: p ~ 0.57 (resize method moves it a little)
+
+
+# MobileNetV2's stages from the paper's Table 2: (expansion t, channels c, repeats n, stride s).
+STAGES = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),
+          (6, 160, 3, 2), (6, 320, 1, 1))
+
+
+def _reference_mobilenet_v2(state: dict[str, torch.Tensor], x: torch.Tensor) -> dict:
+    """MobileNetV2 written from the paper's table and the weight file's key names alone:
+    ``{"features.14": (b, 160, h, w) map, "penultimate": (b, 1280), "logits": (b, 1000)}``."""
+    def bn(t, key):
+        return F.batch_norm(t, state[f"{key}.running_mean"], state[f"{key}.running_var"],
+                            state[f"{key}.weight"], state[f"{key}.bias"], eps=1e-5)
+
+    def conv_bn(t, key, stride=1, groups=1, relu=True):
+        w = state[f"{key}.0.weight"]
+        t = bn(F.conv2d(t, w, stride=stride, padding=w.shape[-1] // 2, groups=groups),
+               f"{key}.1")
+        return F.relu6(t) if relu else t
+
+    out = {}
+    h = conv_bn(x, "features.0", stride=2)
+    index = 1
+    for expand, _c, repeats, first_stride in STAGES:
+        for r in range(repeats):
+            key, stride = f"features.{index}.conv", first_stride if r == 0 else 1
+            y, j = h, 0
+            if expand != 1:
+                y, j = conv_bn(y, f"{key}.0"), 1
+            y = conv_bn(y, f"{key}.{j}", stride=stride, groups=y.shape[1])
+            y = bn(F.conv2d(y, state[f"{key}.{j + 1}.weight"]), f"{key}.{j + 2}")
+            h = h + y if y.shape == h.shape else y
+            out[f"features.{index}"] = h
+            index += 1
+    pooled = conv_bn(h, f"features.{index}").mean(dim=(2, 3))
+    out["penultimate"] = pooled
+    out["logits"] = F.linear(pooled, state["classifier.1.weight"], state["classifier.1.bias"])
+    return out
+
+
+def test_mobilenet_v2_features_equal_a_direct_reference_on_real_images(pretrained):
+    """torchvision's definition + the packaged weights = the network the weights were made for
+    (max abs difference <= 1e-5 on the two scikit-learn photos), china.jpg top-3 = palace."""
+    bundle = pretrained["builtin:mobilenet_v2"]
+    photos = np.stack([np.asarray(im)[:416, :416] for im in load_sample_images().images])
+    x = preprocess(photos, 224, bundle.mean, bundle.std)
+    state = torch.load(mobilenet_v2.weights_path(), map_location="cpu", weights_only=True)
+    with torch.inference_mode():
+        reference = _reference_mobilenet_v2(state, x)
+    for layer in ("penultimate", "features.14"):
+        got = layer_features(bundle, layer, x, pooling="flatten")
+        want = reference[layer].flatten(1)
+        assert got.shape == want.shape
+        assert float((got - want).abs().max()) <= 1e-5
+    assert PALACE in reference["logits"][0].topk(3).indices.tolist()
+    with torch.inference_mode():
+        assert torch.equal(bundle.module(x).argmax(1), reference["logits"].argmax(1))
 
 
 def test_efficientnet_lite0_classifies_china_as_palace(pretrained, china):

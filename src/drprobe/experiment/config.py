@@ -94,13 +94,12 @@ class ModelConfig(_Strict):
     def _known_spec(cls, spec: str) -> str:
         if spec == PRECOMPUTED:
             return spec
-        from drprobe.sources import models
+        from drprobe.sources import models, registry
 
-        canonical = models.canonical_spec(spec)
-        prefix = canonical.split(":", 1)[0]
-        if canonical not in models.available_models() and prefix not in models._PREFIXES:
+        canonical = registry.canonical_spec(spec)
+        if not registry.known_spec(canonical):
             valid = sorted(models.available_models()) + [f"{p}:NAME" for p in
-                                                        sorted(models._PREFIXES)]
+                                                        registry.registered_prefixes()]
             raise ValueError(f"unknown model {spec!r}; valid choices: {', '.join(valid)}, "
                              f"{PRECOMPUTED} (with a features:PATH dataset)")
         return canonical

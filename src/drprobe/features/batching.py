@@ -34,7 +34,7 @@ from drprobe.sources.layers import (
     list_layers,
     resolve_layer,
 )
-from drprobe.sources.models import ModelBundle
+from drprobe.sources.registry import ModelBundle
 
 __all__ = ["ACTIVATION_FACTOR", "DEFAULT_MAX_BATCH_MB", "GPU_MEMORY_FRACTION", "PRECISIONS",
            "BatchPlan", "feature_dim", "fit_batch_size", "gpu_batch_cap", "plan_batches",

@@ -40,7 +40,7 @@ from drprobe.features.batching import (
 )
 from drprobe.sources.adapters.tokens import is_text
 from drprobe.sources.layers import PENULTIMATE, check_pooling, layer_features, resolve_layer
-from drprobe.sources.models import ModelBundle
+from drprobe.sources.registry import ModelBundle
 from drprobe.sources.transforms import preprocess
 
 __all__ = ["feature_dim", "iter_features", "plan_batches"]

@@ -25,7 +25,7 @@ from torch import nn
 
 from drprobe.errors import InvalidValueError, unknown
 from drprobe.sources.adapters.tokens import HIDDEN_PREFIX, HiddenStatesBundle
-from drprobe.sources.models import ModelBundle
+from drprobe.sources.registry import ModelBundle
 
 __all__ = ["PENULTIMATE", "POOLINGS", "TOKEN_POOLINGS", "LayerInfo", "check_pooling",
            "dummy_inputs", "layer_features", "list_layers", "pool", "pool_tokens", "poolings",

@@ -1,8 +1,10 @@
-"""Model registry: a spec such as ``"builtin:mobilenet_v2"`` -> a frozen :class:`ModelBundle`.
+"""Load a model by spec: ``load_model("builtin:mobilenet_v2")`` -> a frozen :class:`ModelBundle`.
 
-Specs are ``<prefix>:<name>``. Only the ``builtin:`` models exist today; other prefixes
-(``timm:``, ``hf:``, ``module:``) will register their own factories with :func:`register_model`
-or :func:`register_prefix`. A spec without a prefix means ``builtin:<spec>``.
+The spec -> factory table lives in :mod:`drprobe.sources.registry`. Importing this module
+registers every model source: the built-in packaged models (here), the paper's architectures
+(:mod:`drprobe.sources.zoo`, ``builtin:resnet50`` ...) and the library adapters
+(:mod:`drprobe.sources.adapters`: ``timm:``, ``torchvision:``, ``hf:``, ``module:``). Each of
+those imports only the registry, so the imports run one way.
 """
 
 from __future__ import annotations
@@ -10,12 +12,25 @@ from __future__ import annotations
 import numbers
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 
-from drprobe.errors import InvalidValueError, unknown
+from drprobe.errors import InvalidValueError
+from drprobe.sources import adapters as _adapters  # noqa: F401 -- registers its prefixes
+from drprobe.sources import zoo as _zoo  # noqa: F401 -- registers the paper's architectures
 from drprobe.sources.builtin import efficientnet_lite, mobilenet_v2
+from drprobe.sources.registry import (
+    WEIGHTS,
+    Factory,
+    ModelBundle,
+    available_models,
+    canonical_spec,
+    factory_for,
+    freeze,
+    register_model,
+    register_prefix,
+)
+from drprobe.sources.zoo.checkpoints import load_checkpoint
 
 __all__ = [
     "WEIGHTS",
@@ -26,58 +41,6 @@ __all__ = [
     "register_model",
     "register_prefix",
 ]
-
-WEIGHTS = ("pretrained", "random", "checkpoint")
-
-
-@dataclass(eq=False)
-class ModelBundle:
-    """A loaded model and what a caller needs to feed it and to name its features.
-
-    Attributes:
-        spec: canonical spec, e.g. ``"builtin:mobilenet_v2"``.
-        weights: ``"pretrained"``, ``"random"`` or ``"checkpoint"`` (loaded from a file).
-        seed: seed of the random init (None otherwise).
-        module: the network, in eval mode with ``requires_grad`` False.
-        input_size: native square input side in pixels.
-        mean, std: per-channel normalisation of [0, 1] RGB inputs.
-        classifier: module name of the final Linear; its input is the penultimate vector.
-        weights_sha256: sha256 of the weights file or checkpoint (None for random init).
-    """
-
-    spec: str
-    weights: str
-    seed: int | None
-    module: torch.nn.Module
-    input_size: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    classifier: str
-    weights_sha256: str | None
-
-
-Factory = Callable[[str, str, int], ModelBundle]
-"""``factory(spec, weights, seed) -> ModelBundle`` with ``weights`` already validated."""
-
-_MODELS: dict[str, Factory] = {}
-_PREFIXES: dict[str, Factory] = {}
-
-
-def register_model(spec: str, factory: Factory) -> None:
-    """Make ``load_model(spec)`` call ``factory(spec, weights, seed)``."""
-    _MODELS[spec] = factory
-
-
-def register_prefix(prefix: str, factory: Factory) -> None:
-    """Make every ``"<prefix>:<name>"`` not registered by name load with ``factory``."""
-    _PREFIXES[prefix] = factory
-
-
-def _freeze(module: torch.nn.Module) -> torch.nn.Module:
-    module.eval()
-    module.requires_grad_(False)
-    return module
-
 
 Builder = Callable[[str, int], tuple[torch.nn.Module, str | None]]
 
@@ -92,7 +55,7 @@ def _builtin(
         module, sha = builder(weights, seed)
         return ModelBundle(
             spec=spec, weights=weights, seed=seed if weights == "random" else None,
-            module=_freeze(module), input_size=input_size, mean=tuple(mean), std=tuple(std),
+            module=freeze(module), input_size=input_size, mean=tuple(mean), std=tuple(std),
             classifier=classifier, weights_sha256=sha,
         )
 
@@ -104,16 +67,6 @@ for _name, _mod in (("mobilenet_v2", mobilenet_v2), ("efficientnet_lite0", effic
         f"builtin:{_name}",
         _builtin(_mod.build, _mod.INPUT_SIZE, _mod.MEAN, _mod.STD, _mod.CLASSIFIER),
     )
-
-
-def available_models() -> list[str]:
-    """The registered model specs, e.g. ``["builtin:mobilenet_v2", ...]``."""
-    return list(_MODELS)
-
-
-def canonical_spec(spec: str) -> str:
-    """``"mobilenet_v2"`` -> ``"builtin:mobilenet_v2"``; specs with a prefix are unchanged."""
-    return spec if ":" in spec else f"builtin:{spec}"
 
 
 def load_model(
@@ -150,12 +103,7 @@ def load_model(
             damaged, or the checkpoint file does not exist.
         DrprobeError: the checkpoint needs full unpickling and ``trust_checkpoint`` is False.
     """
-    if not isinstance(spec, str):
-        raise unknown("model", spec, available_models())
-    canonical = canonical_spec(spec)
-    factory = _MODELS.get(canonical) or _PREFIXES.get(canonical.split(":", 1)[0])
-    if factory is None:
-        raise unknown("model", spec, available_models())
+    canonical, factory = factory_for(spec)
     if weights not in WEIGHTS:
         raise InvalidValueError(
             f"unknown weights {weights!r}; valid choices: {', '.join(WEIGHTS)}"
@@ -173,12 +121,6 @@ def load_model(
             f"weights 'random' cannot be combined with checkpoint {str(checkpoint)!r}; "
             "valid choices with a checkpoint: pretrained, checkpoint"
         )
-    from drprobe.sources.zoo.checkpoints import load_checkpoint  # zoo imports this module
-
     return load_checkpoint(factory(canonical, "random", 0), checkpoint, checkpoint_format,
                            trust_checkpoint)
 
-
-# Plugin packages register more specs and prefixes when imported (kept last: they import us).
-from drprobe.sources import adapters as _adapters  # noqa: F401
-from drprobe.sources import zoo as _zoo  # noqa: F401

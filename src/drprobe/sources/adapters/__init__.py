@@ -15,7 +15,7 @@ from drprobe.sources.adapters import hf, libs, module
 from drprobe.sources.adapters.hf import load_hf
 from drprobe.sources.adapters.module import from_factory, wrap_module
 from drprobe.sources.adapters.tokens import HiddenStatesBundle, is_text
-from drprobe.sources.models import register_prefix
+from drprobe.sources.registry import register_prefix
 
 __all__ = ["HiddenStatesBundle", "from_factory", "is_text", "load_hf", "wrap_module"]
 

@@ -20,7 +20,6 @@ __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "find_classifier",
-    "freeze",
     "last_linear",
     "module_name",
     "one_line",
@@ -84,13 +83,6 @@ def seeded(seed: int | None) -> Iterator[None]:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         yield
-
-
-def freeze(module: nn.Module) -> nn.Module:
-    """Eval mode, no gradients; returns the same module."""
-    module.eval()
-    module.requires_grad_(False)
-    return module
 
 
 def last_linear(module: nn.Module, prefix: str = "") -> str | None:

@@ -41,7 +41,6 @@ from drprobe.sources.adapters.common import (
     IMAGENET_STD,
     find_classifier,
     format_options,
-    freeze,
     one_line,
     seeded,
     split_options,
@@ -49,6 +48,7 @@ from drprobe.sources.adapters.common import (
     triple,
 )
 from drprobe.sources.adapters.tokens import MODALITIES, HiddenStatesBundle
+from drprobe.sources.registry import freeze
 
 __all__ = ["MINILM_ALIAS", "OPTIONS", "factory", "load_hf", "minilm_path"]
 

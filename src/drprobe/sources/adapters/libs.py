@@ -28,14 +28,13 @@ from drprobe.sources.adapters.common import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     find_classifier,
-    freeze,
     module_name,
     one_line,
     seeded,
     state_sha256,
     triple,
 )
-from drprobe.sources.models import ModelBundle
+from drprobe.sources.registry import ModelBundle, freeze
 
 __all__ = ["TORCHVISION_HEADS", "timm_factory", "torchvision_factory"]
 

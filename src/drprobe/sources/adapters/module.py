@@ -40,14 +40,13 @@ from drprobe.sources.adapters.common import (
     IMAGENET_STD,
     find_classifier,
     format_options,
-    freeze,
     one_line,
     seeded,
     split_options,
     state_sha256,
     triple,
 )
-from drprobe.sources.models import ModelBundle
+from drprobe.sources.registry import ModelBundle, freeze
 
 __all__ = ["DICT_KEYS", "factory", "from_factory", "import_factory", "wrap_module"]
 

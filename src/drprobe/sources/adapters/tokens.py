@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from drprobe.errors import InvalidValueError
-from drprobe.sources.models import ModelBundle
+from drprobe.sources.registry import ModelBundle
 
 __all__ = ["HIDDEN_PREFIX", "MODALITIES", "HiddenStatesBundle", "is_text"]
 

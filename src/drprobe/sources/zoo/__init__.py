@@ -1,21 +1,25 @@
-"""The paper's architectures in plain PyTorch and its checkpoint formats (registers on import).
+"""The paper's architectures, built by torchvision and timm, and its checkpoint formats.
 
-Specs (all ``builtin:``, native input 224 px), as ``name: layout; classifier; penultimate width``:
+Specs (all ``builtin:``, native input 224 px), as ``name: constructor; classifier; penultimate``:
 
-- ``resnet18``: torchvision; ``fc``; 512
-- ``resnet50``: torchvision; ``fc``; 2048
-- ``resnet50_blurpool``: the MRL / FF-k ResNet50 (FFCV BlurPool); ``fc``; 2048
-- ``wide_resnet50_2``: torchvision; ``fc``; 2048
-- ``wide_resnet50_4``: the robustness library's (width_per_group 256); ``fc``; 2048
-- ``vgg16_bn``: torchvision; ``classifier.6``; 4096
-- ``vit_small_patch16_224``, ``vit_small_patch32_224``: timm; ``head``; 384 (the normed CLS token)
+- ``resnet18``: ``torchvision.models.resnet18()``; ``fc``; 512
+- ``resnet50``: ``torchvision.models.resnet50()``; ``fc``; 2048
+- ``resnet50_blurpool``: ``resnet50()`` with FFCV's BlurPool (the MRL / FF-k checkpoints,
+  :func:`~drprobe.sources.zoo.heads.add_blurpool`); ``fc``; 2048
+- ``wide_resnet50_2``: ``torchvision.models.wide_resnet50_2()``; ``fc``; 2048
+- ``wide_resnet50_4``: torchvision's ``ResNet(Bottleneck, [3, 4, 6, 3], width_per_group=256)``
+  (the robustness library's WRN-50-4); ``fc``; 2048
+- ``vgg16_bn``: ``torchvision.models.vgg16_bn()``; ``classifier.6``; 4096
+- ``vit_small_patch16_224``, ``vit_small_patch32_224``: ``timm.create_model(name,
+  dynamic_img_size=True)`` (position embeddings resampled for other input sides); ``head``; 384
+  (the normed CLS token)
 
 No weights for these install on an offline machine, so ``weights="pretrained"`` needs a file:
 ``load_model(spec, checkpoint=PATH)`` (CLI ``--checkpoint PATH``), in any format of
 :mod:`drprobe.sources.zoo.formats`. ``weights="random"`` gives the seeded twin: CNNs with
-:func:`drprobe.sources.builtin.random_init`, ViTs with truncated-normal(0.02) weights
-(:func:`drprobe.sources.zoo.vit.trunc_normal_init`). The ViTs use mean = std = 0.5 per channel,
-the normalisation the AugReg weights were trained with (timm's configuration for them).
+:func:`drprobe.sources.builtin.random_init`, ViTs with timm's own initialisation (truncated
+normal, std 0.02). The ViTs use mean = std = 0.5 per channel, the normalisation the AugReg
+weights were trained with (timm's configuration for them).
 """
 
 from __future__ import annotations
@@ -27,22 +31,53 @@ from torch import nn
 
 from drprobe.errors import MissingDataError
 from drprobe.sources.builtin import random_init, seeded_init
-from drprobe.sources.models import ModelBundle, register_model
-from drprobe.sources.zoo.resnet import BasicBlock, Bottleneck, ResNet
-from drprobe.sources.zoo.vgg import VGG
-from drprobe.sources.zoo.vit import VisionTransformer, trunc_normal_init
+from drprobe.sources.registry import ModelBundle, freeze, register_model
+from drprobe.sources.zoo.heads import add_blurpool
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "SPECS", "ZooSpec", "build"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 HALF = (0.5, 0.5, 0.5)
-_RESNET50 = (3, 4, 6, 3)
+
+
+def _torchvision(name: str, **kwargs: object) -> Callable[[], nn.Module]:
+    def make() -> nn.Module:
+        from torchvision import models
+
+        return getattr(models, name)(**kwargs)
+    return make
+
+
+def _wide_resnet50_4() -> nn.Module:
+    from torchvision.models.resnet import Bottleneck, ResNet
+
+    return ResNet(Bottleneck, [3, 4, 6, 3], width_per_group=64 * 4)
+
+
+def _blurpool_resnet50() -> nn.Module:
+    return add_blurpool(_torchvision("resnet50")())
+
+
+def _timm(name: str) -> Callable[[], nn.Module]:
+    def make() -> nn.Module:
+        import timm
+
+        return timm.create_model(name, pretrained=False, dynamic_img_size=True)
+    return make
+
+
+def _library_init(model: nn.Module) -> nn.Module:
+    return model
 
 
 @dataclass(frozen=True)
 class ZooSpec:
-    """How to build one architecture and describe it in a :class:`ModelBundle`."""
+    """How to build one architecture and describe it in a :class:`ModelBundle`.
+
+    ``make`` runs the library constructor; ``init`` re-initialises the result for the seeded
+    random twin (both run under :func:`seeded_init`).
+    """
 
     make: Callable[[], nn.Module]
     init: Callable[[nn.Module], nn.Module]
@@ -53,16 +88,15 @@ class ZooSpec:
 
 
 SPECS: dict[str, ZooSpec] = {
-    "resnet18": ZooSpec(lambda: ResNet(BasicBlock, (2, 2, 2, 2)), random_init, "fc"),
-    "resnet50": ZooSpec(lambda: ResNet(Bottleneck, _RESNET50), random_init, "fc"),
-    "resnet50_blurpool": ZooSpec(lambda: ResNet(Bottleneck, _RESNET50, blur=True),
-                                 random_init, "fc"),
-    "wide_resnet50_2": ZooSpec(lambda: ResNet(Bottleneck, _RESNET50, 64 * 2), random_init, "fc"),
-    "wide_resnet50_4": ZooSpec(lambda: ResNet(Bottleneck, _RESNET50, 64 * 4), random_init, "fc"),
-    "vgg16_bn": ZooSpec(VGG, random_init, "classifier.6"),
-    "vit_small_patch16_224": ZooSpec(lambda: VisionTransformer(16), trunc_normal_init, "head",
+    "resnet18": ZooSpec(_torchvision("resnet18"), random_init, "fc"),
+    "resnet50": ZooSpec(_torchvision("resnet50"), random_init, "fc"),
+    "resnet50_blurpool": ZooSpec(_blurpool_resnet50, random_init, "fc"),
+    "wide_resnet50_2": ZooSpec(_torchvision("wide_resnet50_2"), random_init, "fc"),
+    "wide_resnet50_4": ZooSpec(_wide_resnet50_4, random_init, "fc"),
+    "vgg16_bn": ZooSpec(_torchvision("vgg16_bn"), random_init, "classifier.6"),
+    "vit_small_patch16_224": ZooSpec(_timm("vit_small_patch16_224"), _library_init, "head",
                                      HALF, HALF),
-    "vit_small_patch32_224": ZooSpec(lambda: VisionTransformer(32), trunc_normal_init, "head",
+    "vit_small_patch32_224": ZooSpec(_timm("vit_small_patch32_224"), _library_init, "head",
                                      HALF, HALF),
 }
 
@@ -82,12 +116,10 @@ def _factory(spec: str, weights: str, seed: int) -> ModelBundle:
             f"load_model({spec!r}, checkpoint=PATH) or --checkpoint PATH"
         )
     zoo = SPECS[name]
-    module = build(name, seed)
-    module.eval()
-    module.requires_grad_(False)
     return ModelBundle(
-        spec=spec, weights="random", seed=seed, module=module, input_size=zoo.input_size,
-        mean=zoo.mean, std=zoo.std, classifier=zoo.classifier, weights_sha256=None,
+        spec=spec, weights="random", seed=seed, module=freeze(build(name, seed)),
+        input_size=zoo.input_size, mean=zoo.mean, std=zoo.std, classifier=zoo.classifier,
+        weights_sha256=None,
     )
 
 

@@ -28,9 +28,9 @@ from torch import nn
 
 from drprobe.errors import InvalidValueError, MissingDataError
 from drprobe.sources.builtin import sha256_file
-from drprobe.sources.models import ModelBundle
+from drprobe.sources.registry import ModelBundle
 from drprobe.sources.zoo.formats import Converted, convert, read_checkpoint
-from drprobe.sources.zoo.resnet import PrefixLinear
+from drprobe.sources.zoo.heads import PrefixLinear
 
 __all__ = ["check_fit", "load_checkpoint"]
 
