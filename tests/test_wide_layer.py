@@ -73,3 +73,27 @@ def test_wide_layer_refuses_selectors_without_a_sample_space_path():
         analyze_wide(X, y, X, y, np.arange(20), np.arange(20, 30), selectors=["greedy"],
                      ks=[5, 50], fractions=[0.1, 1.0], seeds=[1], bank=_bank(),
                      probes_path="sample", budget_bytes=2**30)
+
+
+def test_analyze_layer_routes_wide_layers_through_sample_space(tmp_path):
+    from drprobe.experiment.analysis import analyze_layer
+
+    X, y = _task(260, 700, seed=3)
+    res = analyze_layer(X[:180], y[:180], X[180:], y[180:], selectors=["random", "pca_least"],
+                        fractions=[0.01, 0.1, 0.5], seeds=[1, 2], bank=_bank(), n_boot=20,
+                        progress=False, scratch_dir=str(tmp_path))
+    assert res.plan.path("probes") == "sample" and res.plan.path("cka") == "sample"
+    rnd = res.results[res.results["selector"] == "random"]
+    assert sorted(set(rnd["k"])) == [7, 70, 350, 700] and set(rnd["seed"]) == {1, 2}
+    assert np.allclose(rnd[rnd["k"] == 700]["cka"], 1.0)
+    least = res.results[res.results["selector"] == "pca_least"]
+    assert least["k"].max() == res.results["n_train"].iloc[0] - 1  # the non-null rank
+    assert set(res.summary["selector"]) == {"random", "pca_least"}
+
+
+def test_analyze_layer_refuses_over_budget_before_any_work():
+    from drprobe.experiment.analysis import analyze_layer
+
+    X, y = _task(120, 300)
+    with pytest.raises(InvalidValueError, match="memory_budget_gb"):
+        analyze_layer(X[:80], y[:80], X[80:], y[80:], memory_budget_gb=1e-6, progress=False)

@@ -114,6 +114,10 @@ def test_planner_picks_the_smaller_space_and_streams_when_neither_fits():
     assert [s.path for s in wide.stages] == ["sample", "sample", "sample"]
     for s in wide.stages:  # the chosen path is the smaller one, and under the budget
         assert s.peak_bytes == min(s.sizes["feature"], s.sizes["sample"]) <= 8 * GIB
+    # d above n_train but below n_test: the probes decide, CKA follows them
+    near = plan_memory(n_train=900, n_val=100, n_test=5000, d=3000, n_classes=10,
+                       budget_bytes=8 * GIB)
+    assert near.path("probes") == near.path("cka") == "sample"
     both = plan_memory(n_train=27_000, n_val=3000, n_test=1000, d=25_088, n_classes=10,
                        budget_bytes=8 * GIB)
     assert both.path("probes") == "streaming"

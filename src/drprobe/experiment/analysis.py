@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -25,6 +25,10 @@ from drprobe.metrics.redundancy import bootstrap_dr, dr_summary
 from drprobe.probes import ProbeBank
 from drprobe.selectors import SELECTORS, make_family, resolve_ks
 from drprobe.sources.datasets import train_val_split
+from drprobe.wide import MemoryPlan, plan_memory
+from drprobe.wide.columns import release
+from drprobe.wide.layer import analyze_wide
+from drprobe.wide.memory import GIB
 
 PAPER_FRACTIONS = (0.0005, 0.001, 0.002, 0.003, 0.004, 0.005, 0.01, 0.05, 0.1, 0.2, 0.3, 0.5,
                    0.8, 0.9, 1.0)
@@ -44,6 +48,8 @@ class LayerAnalysis:
 
     results: pd.DataFrame
     summary: pd.DataFrame
+    plan: MemoryPlan | None = None
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 def _check_xy(X: np.ndarray, y: np.ndarray, what: str) -> None:
@@ -55,10 +61,12 @@ def _check_xy(X: np.ndarray, y: np.ndarray, what: str) -> None:
         raise InvalidValueError(f"{what} split is empty")
 
 
-def _check_finite(X: np.ndarray, what: str, rows: int = 4096) -> None:
-    """Refuse NaN or infinite features (X (n, d), read ``rows`` rows at a time)."""
+def _check_finite(X: np.ndarray, what: str, block_bytes: int = 64 * 2**20) -> None:
+    """Refuse NaN or infinite features (X (n, d), read about ``block_bytes`` at a time)."""
+    rows = max(1, block_bytes // (4 * max(1, X.shape[1])))
     for lo in range(0, len(X), rows):
         bad = ~np.isfinite(np.asarray(X[lo:lo + rows]))
+        release(X)
         if bad.any():
             i, j = np.argwhere(bad)[0]
             raise InvalidValueError(
@@ -101,6 +109,8 @@ def analyze_layer(
     bank: ProbeBank | None = None,
     progress: bool = True,
     protocol: str = "cached",
+    memory_budget_gb: float | None = None,
+    scratch_dir: str | None = None,
 ) -> LayerAnalysis:
     """Probe random subsets (and other selectors) of one layer and measure diffused redundancy.
 
@@ -117,6 +127,12 @@ def analyze_layer(
             ``evaluate(X_test, y_test)`` returning probe results with test predictions.
         protocol: recorded in every row (``"faithful"`` when ``bank`` trains through the
             backbone on augmented images).
+        memory_budget_gb: the memory plan's budget (:func:`drprobe.wide.plan_memory`; default
+            a third of the machine's memory). Stages whose d×d form is larger than their n×n
+            form, or over the budget, run in sample space or streaming
+            (:func:`drprobe.wide.layer.analyze_wide`); no path under the budget: refused
+            before any work.
+        scratch_dir: folder for the sample-space path's neuron-major copies (default: temp).
 
     Returns:
         :class:`LayerAnalysis` with the per-probe table and the DR summary.
@@ -132,12 +148,28 @@ def analyze_layer(
     ks, fracs = resolve_ks(d, fractions=sorted(set(fractions) | {1.0}))
 
     tr_idx, va_idx = train_val_split(y_train, val_fraction, split_seed)
+    bank = bank if bank is not None else ProbeBank(keep_predictions=True, progress=progress)
+    plan = plan_memory(
+        n_train=len(tr_idx), n_val=len(va_idx), n_test=len(y_test), d=d, n_classes=n_classes,
+        selectors=selectors, n_l2=len(np.atleast_1d(getattr(bank, "l2_grid", (1.0,)))),
+        n_sizes=len(ks), budget_bytes=None if memory_budget_gb is None
+        else int(memory_budget_gb * GIB))
+    if isinstance(bank, ProbeBank) and any(s.path != "feature" for s in plan.stages):
+        t0 = time.perf_counter()
+        wide = analyze_wide(
+            X_train, y_train, X_test, y_test, tr_idx, va_idx, selectors=selectors, ks=ks,
+            fractions=fracs, seeds=seeds, bank=bank, probes_path=plan.path("probes")
+            if plan.path("probes") != "feature" else "sample", budget_bytes=plan.budget_bytes,
+            scratch_dir=scratch_dir, progress=progress)
+        wide.seconds["total"] = time.perf_counter() - t0
+        return _assemble(wide.probes, wide.cka, wide.cka_debiased, 0.0, d, n_classes,
+                         len(tr_idx), len(va_idx), y_test, protocol, context, deltas, n_boot,
+                         plan, wide.seconds)
     Xtr = np.asarray(X_train[tr_idx], dtype=np.float32)
     Xva = np.asarray(X_train[va_idx], dtype=np.float32)
     ytr, yva = y_train[tr_idx], y_train[va_idx]
     Xte = np.asarray(X_test, dtype=np.float32)
 
-    bank = bank if bank is not None else ProbeBank(keep_predictions=True, progress=progress)
     device = str(getattr(bank, "device", "cpu"))
     cka_device = None if device == "cpu" else device  # the cross-products run there too
     t0 = time.perf_counter()
@@ -156,13 +188,19 @@ def analyze_layer(
     test_stats = CrossProductStats.from_array(Xte, device=cka_device)
     cka = {(f.selector, f.seed): dict(zip(f.ks, test_stats.family_cka(f))) for f in families}
     cka_db = {(f.selector, f.seed): _debiased_family_cka(test_stats, f, Xte) for f in families}
+    return _assemble(probes, cka, cka_db, select_seconds, d, n_classes, len(tr_idx),
+                     len(va_idx), y_test, protocol, context, deltas, n_boot, plan, {})
 
+
+def _assemble(probes, cka, cka_db, select_seconds, d, n_classes, n_tr, n_va, y_test, protocol,
+              context, deltas, n_boot, plan, timings) -> LayerAnalysis:
+    """The per-probe table and the DR summary from probe results and CKA per (selector, seed)."""
     ctx = dict(context or {})
     rows = []
     for p in probes:
         rows.append({
             **ctx,
-            "n_train": len(tr_idx), "n_val": len(va_idx), "n_test": len(y_test),
+            "n_train": n_tr, "n_val": n_va, "n_test": len(y_test),
             "n_classes": n_classes, "selector": p.selector, "fraction": p.fraction, "k": p.k,
             "d": d, "seed": p.seed, "protocol": protocol, "l2": p.l2, "val_acc": p.val_acc,
             "test_acc": p.test_acc, "per_class_acc": [float(a) for a in p.per_class_acc],
@@ -176,7 +214,7 @@ def analyze_layer(
         })
     results = pd.DataFrame(rows)
     summary = summarize(results, probes, y_test, deltas=deltas, n_boot=n_boot, context=ctx)
-    return LayerAnalysis(results=results, summary=summary)
+    return LayerAnalysis(results=results, summary=summary, plan=plan, timings=timings)
 
 
 def _debiased_family_cka(stats: CrossProductStats, family, X: np.ndarray) -> dict[int, float]:

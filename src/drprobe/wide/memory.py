@@ -16,10 +16,12 @@ strengths, F the number of subset sizes, b the column block and r the row chunk:
     sample:  8·(3·n² + 2·n_o·n + (n + n_o)·b) + the bank at width m = n
     streaming: 8·(3·r·d + F·d·L·C·(2·10 + 4))     — a row chunk, all probes and L-BFGS history
 
-Each stage takes the smaller of its feature and sample paths; a ``probes`` stage whose smaller
-path is over the budget streams instead; a stage with no path under the budget is refused on one
-line naming its size and the option that sets the budget. The default budget is a third of the
-machine's physical memory.
+The probes stage, the largest, decides: it takes the smaller of its feature and sample paths
+(sample once d is well above n_train), and streams when that one is over the budget. The other
+stages follow it: all in feature space when the probes are, else in sample space (the feature
+form of PCA and CKA is then the larger one, or close to it). A stage whose path is over the
+budget is refused on one line naming its size and the option that sets the budget. The default
+budget is a third of the machine's physical memory.
 """
 
 from __future__ import annotations
@@ -128,21 +130,23 @@ def plan_memory(
     budget = default_budget_bytes() if budget_bytes is None else int(budget_bytes)
     if budget <= 0:
         raise InvalidValueError(f"{BUDGET_OPTION} must be positive; got {budget / GIB:g} GiB")
+    sizes = {stage: stage_sizes(stage, n_train=n_train, n_val=n_val, n_test=n_test, d=d,
+                                n_classes=n_classes, n_l2=n_l2, n_sizes=n_sizes, block=block)
+             for stage in ("pca", "cka", "probes")}
+    probes = min(("feature", "sample"), key=lambda p: sizes["probes"][p])
+    if sizes["probes"][probes] > budget:
+        probes = "streaming"
+    follow = "feature" if probes == "feature" else "sample"
     stages = (["pca"] if any(s in ("pca_top", "pca_least") for s in selectors) else [])
-    stages += ["cka", "probes"]
     plans = []
-    for stage in stages:
-        sizes = stage_sizes(stage, n_train=n_train, n_val=n_val, n_test=n_test, d=d,
-                            n_classes=n_classes, n_l2=n_l2, n_sizes=n_sizes, block=block)
-        path = min(("feature", "sample"), key=lambda p: sizes[p])
-        if sizes[path] > budget and "streaming" in sizes:
-            path = "streaming"
-        if sizes[path] > budget:
+    for stage in stages + ["cka", "probes"]:
+        path = probes if stage == "probes" else follow
+        if sizes[stage][path] > budget:
             raise InvalidValueError(
-                f"stage {stage!r} needs {sizes[path] / GIB:.2f} GiB even in its smallest path "
-                f"({path} space; n_train={n_train}, n_test={n_test}, d={d}), over the memory "
+                f"stage {stage!r} needs {sizes[stage][path] / GIB:.2f} GiB even in its smallest "
+                f"path ({path}; n_train={n_train}, n_test={n_test}, d={d}), over the memory "
                 f"budget of {budget / GIB:.2f} GiB; raise {BUDGET_OPTION} "
                 f"(--memory-budget-gb) or use fewer rows"
             )
-        plans.append(StagePlan(stage, path, int(sizes[path]), sizes))
+        plans.append(StagePlan(stage, path, int(sizes[stage][path]), sizes[stage]))
     return MemoryPlan(plans, budget)
