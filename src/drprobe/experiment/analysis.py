@@ -152,7 +152,7 @@ def analyze_layer(
     plan = plan_memory(
         n_train=len(tr_idx), n_val=len(va_idx), n_test=len(y_test), d=d, n_classes=n_classes,
         selectors=selectors, n_l2=len(np.atleast_1d(getattr(bank, "l2_grid", (1.0,)))),
-        n_sizes=len(ks), budget_bytes=None if memory_budget_gb is None
+        ks=ks, budget_bytes=None if memory_budget_gb is None
         else int(memory_budget_gb * GIB))
     if isinstance(bank, ProbeBank) and any(s.path != "feature" for s in plan.stages):
         t0 = time.perf_counter()

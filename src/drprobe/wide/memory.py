@@ -14,7 +14,8 @@ strengths, F the number of subset sizes, b the column block and r the row chunk:
     feature: the probe bank at width m = d,
              4·(n_rows·m + L·m² + L·m·C·(2·10 + 12) + 6·n_rows·L·C) + 16·L·m², n_rows = n + n_val
     sample:  8·(3·n² + 2·n_o·n + (n + n_o)·b) + the bank at width m = n
-    streaming: 8·(3·r·d + F·d·L·C·(2·10 + 4))     — a row chunk, all probes and L-BFGS history
+    streaming: 3·64 MiB + 8·Σk·L·C·(2·10 + 4)     — a row chunk, all probes and L-BFGS history
+             (Σk the sum of the sizes, at most F·d)
 
 The probes stage, the largest, decides: it takes the smaller of its feature and sample paths
 (sample once d is well above n_train), and streams when that one is over the budget. The other
@@ -37,6 +38,7 @@ BUDGET_OPTION = "memory_budget_gb"  # the config key / CLI option (--memory-budg
 ROW_CHUNK = 4096
 BLOCK = 2048
 HISTORY = 10
+STREAM_CHUNK_BYTES = 64 * 2**20  # the streaming solver's row chunk (its ``chunk_bytes``)
 
 
 def default_budget_bytes() -> int:
@@ -93,10 +95,11 @@ def bank_bytes(n_rows: int, m: int, n_classes: int, n_l2: int) -> int:
 
 def stage_sizes(
     stage: str, *, n_train: int, n_val: int, n_test: int, d: int, n_classes: int,
-    n_l2: int = 5, n_sizes: int = 15, block: int = BLOCK,
+    n_l2: int = 5, n_sizes: int = 15, block: int = BLOCK, sum_k: int | None = None,
 ) -> dict[str, int]:
     """Peak bytes of every path of ``stage`` (see the module docstring)."""
     n, n_o = n_train, n_val + n_test
+    sum_k = n_sizes * d if sum_k is None else sum_k
     if stage == "pca":
         return {"feature": 8 * (3 * d * d + ROW_CHUNK * d),
                 "sample": 8 * (3 * n * n + n_o * n + (n + n_o) * block)}
@@ -108,8 +111,8 @@ def stage_sizes(
             "feature": bank_bytes(n + n_val, d, n_classes, n_l2),
             "sample": 8 * (3 * n * n + 2 * n_o * n + (n + n_o) * block)
             + bank_bytes(n + n_val, n, n_classes, n_l2),
-            "streaming": 8 * (3 * ROW_CHUNK * d + n_sizes * d * n_l2 * n_classes
-                              * (2 * HISTORY + 4)),
+            "streaming": 3 * STREAM_CHUNK_BYTES
+            + 8 * sum_k * n_l2 * n_classes * (2 * HISTORY + 4),
         }
     raise InvalidValueError(f"unknown stage {stage!r}; valid choices: cka, pca, probes")
 
@@ -117,9 +120,12 @@ def stage_sizes(
 def plan_memory(
     *, n_train: int, n_val: int, n_test: int, d: int, n_classes: int,
     selectors: Sequence[str] = ("random",), n_l2: int = 5, n_sizes: int = 15,
-    budget_bytes: int | None = None, block: int = BLOCK,
+    budget_bytes: int | None = None, block: int = BLOCK, ks: Sequence[int] | None = None,
 ) -> MemoryPlan:
     """Choose each stage's path under ``budget_bytes`` (default :func:`default_budget_bytes`).
+
+    ``ks``: the subset sizes, when known (their count replaces ``n_sizes``, their sum bounds
+    the streaming solver's parameters).
 
     Raises InvalidValueError (one line: stage, size, budget, option) when a stage has no path
     that fits; nothing has been read or computed at that point.
@@ -130,8 +136,13 @@ def plan_memory(
     budget = default_budget_bytes() if budget_bytes is None else int(budget_bytes)
     if budget <= 0:
         raise InvalidValueError(f"{BUDGET_OPTION} must be positive; got {budget / GIB:g} GiB")
+    if ks is not None:
+        n_sizes, sum_k = len(ks), int(sum(ks))
+    else:
+        sum_k = None
     sizes = {stage: stage_sizes(stage, n_train=n_train, n_val=n_val, n_test=n_test, d=d,
-                                n_classes=n_classes, n_l2=n_l2, n_sizes=n_sizes, block=block)
+                                n_classes=n_classes, n_l2=n_l2, n_sizes=n_sizes, block=block,
+                                sum_k=sum_k)
              for stage in ("pca", "cka", "probes")}
     probes = min(("feature", "sample"), key=lambda p: sizes["probes"][p])
     if sizes["probes"][probes] > budget:

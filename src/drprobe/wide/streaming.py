@@ -32,6 +32,7 @@ from drprobe.probes import DEFAULT_L2_GRID
 from drprobe.probes.bank import torch_threads
 from drprobe.wide.columns import release
 from drprobe.wide.gram import CONSTANT_RTOL, check_nested
+from drprobe.wide.memory import STREAM_CHUNK_BYTES
 
 HISTORY = 10
 
@@ -49,7 +50,7 @@ class StreamingProbes(BaseEstimator):
 
     def __init__(
         self, l2_grid: Sequence[float] = DEFAULT_L2_GRID, tol: float = 1e-4,
-        max_passes: int = 300, chunk_bytes: int = 64 * 2**20, dtype: str = "float64",
+        max_passes: int = 300, chunk_bytes: int = STREAM_CHUNK_BYTES, dtype: str = "float64",
         progress: bool = False, n_threads: int | None = None,
     ) -> None:
         self.l2_grid = l2_grid
