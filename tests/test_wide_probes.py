@@ -142,3 +142,18 @@ def test_planner_sample_space_size_grows_with_n_not_d():
                     budget_bytes=64 * GIB)
     assert a.path("cka") == b.path("cka") == "sample"
     assert a.stages[0].peak_bytes == b.stages[0].peak_bytes
+
+
+def test_dry_run_width_and_plan_line_from_the_architecture():
+    from drprobe.sources.models import load_model
+    from drprobe.wide.widths import layer_width, plan_line
+
+    bundle = load_model("builtin:mobilenet_v2", weights="random")
+    assert layer_width(bundle, "features.4", "flatten", 224) == 32 * 28 * 28
+    assert layer_width(bundle, "features.4", "avg", 224) == 32
+    line = plan_line(32 * 28 * 28, n_train=4500, n_val=500, n_test=1000, n_classes=10,
+                     selectors=["random", "pca_least"], fractions=None, n_l2=5)
+    assert line.startswith("d=25,088 · pca: sample space") and "probes: sample space" in line
+    refused = plan_line(25_088, n_train=4500, n_val=500, n_test=1000, n_classes=10,
+                        selectors=["random"], fractions=[0.5], n_l2=5, budget_bytes=2**20)
+    assert "refused" in refused and "memory_budget_gb" in refused
