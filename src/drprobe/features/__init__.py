@@ -23,6 +23,7 @@ from drprobe.features.extract import iter_features
 from drprobe.sources.adapters.tokens import is_text
 from drprobe.sources.datasets import (
     PRECOMPUTED_PREFIX,
+    Dataset,
     TextDataset,
     load_dataset,
     parse_spec,
@@ -69,6 +70,7 @@ def get_features(
     device: str | None = None,
     precision: str = "auto",
     progress: bool = True,
+    data: Dataset | None = None,
 ) -> CachedFeatures:
     """Features of ``layer`` of ``model`` on ``split`` of ``dataset``, extracted once and cached.
 
@@ -86,6 +88,8 @@ def get_features(
             text models also ``"cls"`` and ``"mean"``.
         image_size: input side in pixels (token length for text models); None = the model's.
         n, sample_seed: stratified subsample of the split (None = all of it).
+        data: the split already loaded (and subsampled) by the caller, e.g. a job that also
+            trains on its images; ``n`` and ``sample_seed`` are then not applied.
         dtype: storage dtype, ``"float32"``, ``"float16"`` (half the disk) or ``"float64"``.
         batch_size, max_batch_mb: the most examples per forward pass, and the host-memory
             budget of one batch in MiB (the batch shrinks to fit; None = no budget).
@@ -111,7 +115,8 @@ def get_features(
         raise unknown("features dtype", dtype, STORAGE_DTYPES)
     bundle = _bundle(model, weights, seed, checkpoint, checkpoint_format, trust_checkpoint)
     layer = resolve_layer(bundle, layer)
-    data = subsample(load_dataset(dataset, split, root=data_root), n, sample_seed)
+    if data is None:
+        data = subsample(load_dataset(dataset, split, root=data_root), n, sample_seed)
     text = is_text(bundle)
     if text != isinstance(data, TextDataset):
         wanted, got = ("texts", "images") if text else ("images", "texts")
