@@ -79,7 +79,11 @@ def format_plan(config: ExperimentConfig, jobs: list[Job], done: set[str] = froz
     cost = estimate_cost(config, jobs)
     lines = [(f"experiment {config.name!r}: {len(jobs)} jobs "
              f"({len(done)} done), protocol {config.protocol}")]
-    lines += [f"  {'done' if j.id in done else 'todo'}  {j.id}" for j in jobs]
+    from drprobe.experiment.widths import job_plans  # builds each model once (random weights)
+
+    plans = job_plans(config, jobs)
+    lines += [f"  {'done' if j.id in done else 'todo'}  {j.id}  {plans.get(j.id, '')}".rstrip()
+              for j in jobs]
     lines.append("images to extract (train + test, per layer):")
     for r in cost["extraction"]:
         images = "all of both splits (size unknown)" if r["images"] is None else f"{r['images']:,}"

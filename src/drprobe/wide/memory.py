@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from drprobe.errors import InvalidValueError
 
 GIB = 2**30
-BUDGET_OPTION = "memory_budget_gb"  # the config key / CLI option (--memory-budget-gb)
+BUDGET_OPTION = "memory_budget_gb"  # the config key and analyze_layer's argument
 ROW_CHUNK = 4096
 BLOCK = 2048
 HISTORY = 10
@@ -156,8 +156,8 @@ def plan_memory(
             raise InvalidValueError(
                 f"stage {stage!r} needs {sizes[stage][path] / GIB:.2f} GiB even in its smallest "
                 f"path ({path}; n_train={n_train}, n_test={n_test}, d={d}), over the memory "
-                f"budget of {budget / GIB:.2f} GiB; raise {BUDGET_OPTION} "
-                f"(--memory-budget-gb) or use fewer rows"
+                f"budget of {budget / GIB:.2f} GiB; raise {BUDGET_OPTION} (a config key and an "
+                f"analyze_layer argument) or use fewer rows"
             )
         plans.append(StagePlan(stage, path, int(sizes[stage][path]), sizes[stage]))
     return MemoryPlan(plans, budget)
