@@ -10,13 +10,13 @@ from sklearn.decomposition import PCA
 from drprobe.errors import InvalidValueError
 from drprobe.metrics import CrossProductStats, debiased_linear_cka, linear_cka
 from drprobe.selectors import RandomProjectionGauss, RandomProjectionUniform
+from drprobe.selectors.pca import pca_nonnull_basis
 from drprobe.wide import (
     ColumnReader,
     cka_from_grams,
     dual_pca,
     iter_projection_blocks,
     nested_gram_cka,
-    pca_nonnull_basis,
     project,
     projection_columns,
 )
@@ -171,3 +171,16 @@ def test_blocked_projection_equals_dense_generator(cls, kind):
     np.testing.assert_array_equal(blocks, dense[:, :30])
     np.testing.assert_allclose(project(X, kind, seed, 20, block=6, row_chunk=4),
                                X @ dense[:, :20], atol=1e-12)
+
+
+def test_pca_least_selector_family_stays_in_the_training_span():
+    from drprobe.selectors import make_family
+
+    n, d = 30, 80
+    X = _features(n, d, seed=9).astype(np.float64)
+    fam = make_family("pca_least", X, [5, 40, 80], fractions=[5 / 80, 0.5, 1.0])
+    assert fam.ks == [5, n - 1] and fam.fractions == [5 / 80, (n - 1) / d]
+    Z = fam.transform(X, fam.ks[-1])
+    assert np.all(np.var(Z, axis=0) > 1e-10 * np.var(Z, axis=0).max())
+    top = make_family("pca_top", X, [5, 40, 80])
+    assert top.ks == [5, n - 1]

@@ -11,7 +11,7 @@ from drprobe.features import get_features
 from drprobe.metrics import CrossProductStats
 from drprobe.probes import ProbeBank
 from drprobe.selectors import make_family, resolve_ks
-from drprobe.wide.dual_pca import pca_nonnull_basis
+from drprobe.selectors.pca import pca_nonnull_basis
 from drprobe.wide.layer import analyze_wide
 
 pytestmark = pytest.mark.slow

@@ -22,8 +22,9 @@ This package sits between :mod:`drprobe.metrics` and :mod:`drprobe.experiment`.
 
 from __future__ import annotations
 
+from drprobe.selectors.pca import nonnull_count, pca_nonnull_basis
 from drprobe.wide.columns import ColumnReader
-from drprobe.wide.dual_pca import dual_pca, nonnull_count, pca_nonnull_basis
+from drprobe.wide.dual_pca import dual_pca
 from drprobe.wide.dual_probe import nested_probe_grams, sample_space_features
 from drprobe.wide.gram import cka_from_grams, nested_gram_cka
 from drprobe.wide.memory import MemoryPlan, StagePlan, default_budget_bytes, plan_memory

@@ -30,8 +30,9 @@ from drprobe.errors import InvalidValueError
 from drprobe.metrics.fairness import per_class_accuracy
 from drprobe.probes import ProbeBank, ProbeResult
 from drprobe.selectors import SELECTORS
+from drprobe.selectors.pca import clip_to_rank
 from drprobe.wide.columns import ColumnReader
-from drprobe.wide.dual_pca import clip_to_rank, dual_pca
+from drprobe.wide.dual_pca import dual_pca
 from drprobe.wide.dual_probe import FeatureBlock, probe_blocks, sample_space_probes
 from drprobe.wide.gram import DEFAULT_BLOCK, cka_from_grams, nested_cross_grams, nested_gram_cka
 from drprobe.wide.memory import bank_bytes
