@@ -13,7 +13,9 @@ from drprobe.experiment.config import ConfigError, load_config, parse_config
 from drprobe.experiment.cost import estimate_cost, format_plan
 from drprobe.experiment.plan import plan_jobs
 
-CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").rglob("*.yaml"))
+# pretrain*.yaml are `drprobe pretrain` configs (tests/test_pretrain_run.py checks them)
+CONFIGS = sorted(p for p in (Path(__file__).resolve().parents[1] / "configs").rglob("*.yaml")
+                 if not p.name.startswith("pretrain"))
 GOOD = """\
 name: t
 models:

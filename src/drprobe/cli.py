@@ -1,5 +1,5 @@
-"""Command-line interface: ``drprobe demo | run | extract | probe | layers | models | datasets |
-report | results``. Every refusal is one line on stderr and exit status 2.
+"""Command-line interface: ``drprobe demo | run | pretrain | extract | probe | layers | models |
+datasets | report | results``. Every refusal is one line on stderr and exit status 2.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import click
 from drprobe.errors import DrprobeError, InvalidValueError
 from drprobe.experiment.demo import DEMO_FRACTIONS
 from drprobe.experiment.grid import DEFAULT_SEEDS
+from drprobe.pretrain.command import pretrain as _pretrain
 
 
 def _listed(values: tuple) -> str:
@@ -27,7 +28,8 @@ def _numbers(text: str, kind: type, what: str) -> tuple:
         raise InvalidValueError(f"{what} must be comma-separated {name}; got {text!r}") from None
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+             commands={"pretrain": _pretrain})
 @click.version_option(package_name="drprobe")
 def app() -> None:
     """Measure diffused redundancy in pretrained representations."""

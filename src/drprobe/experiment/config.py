@@ -18,7 +18,7 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import (
@@ -40,9 +40,12 @@ from drprobe.probes import faithful_settings as fs
 from drprobe.probes.bank import DEFAULT_L2_GRID
 
 __all__ = ["ConfigError", "DatasetConfig", "ExperimentConfig", "ModelConfig", "ProbeConfig",
-           "Resources", "load_config", "parse_config"]
+           "Resources", "load_config", "parse_config", "read_yaml", "validate"]
 
 PositiveInt = Annotated[int, Field(gt=0, strict=True)]
+
+
+Model = TypeVar("Model", bound=BaseModel)
 
 
 class ConfigError(InvalidValueError):
@@ -310,11 +313,20 @@ def parse_config(data: Any, source: str = "config") -> ExperimentConfig:
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: an experiment config must be a mapping of fields "
                           f"(name, models, datasets, ...), got {type(data).__name__}")
+    return validate(ExperimentConfig, data, source)
+
+
+def validate(root: type[Model], data: dict, source: str) -> Model:
+    """``root.model_validate(data)``, the first problem as one line ``SOURCE: FIELD: problem``.
+
+    Raises:
+        ConfigError: the first validation error, located and worded by :func:`describe_error`.
+    """
     try:
-        return ExperimentConfig.model_validate(data)
+        return root.model_validate(data)
     except ValidationError as err:
         first = err.errors(include_url=False)[0]
-        raise ConfigError(f"{source}: {describe_error(ExperimentConfig, first)}") from None
+        raise ConfigError(f"{source}: {describe_error(root, first)}") from None
 
 
 def load_config(path: str | os.PathLike) -> ExperimentConfig:
@@ -322,6 +334,15 @@ def load_config(path: str | os.PathLike) -> ExperimentConfig:
 
     Raises:
         ConfigError: missing file, malformed YAML (file, line and column) or an invalid field.
+    """
+    return parse_config(read_yaml(path), str(path))
+
+
+def read_yaml(path: str | os.PathLike) -> Any:
+    """The data of a YAML file.
+
+    Raises:
+        ConfigError: missing or unreadable file, malformed YAML (file, line and column).
     """
     path = Path(path)
     try:
@@ -337,4 +358,4 @@ def load_config(path: str | os.PathLike) -> ExperimentConfig:
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
         raise ConfigError(f"{path}: {where}malformed YAML: {problem}") from None
-    return parse_config(data, str(path))
+    return data
