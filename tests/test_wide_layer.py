@@ -97,3 +97,24 @@ def test_analyze_layer_refuses_over_budget_before_any_work():
     X, y = _task(120, 300)
     with pytest.raises(InvalidValueError, match="memory_budget_gb"):
         analyze_layer(X[:80], y[:80], X[80:], y[80:], memory_budget_gb=1e-6, progress=False)
+
+
+@pytest.mark.slow
+def test_resnet50_middle_dry_run_lists_the_papers_17_layers_with_widths_and_paths(
+        tmp_path, capsys):
+    from pathlib import Path
+
+    from drprobe.cli import main
+
+    config = Path(__file__).resolve().parents[1] / "configs" / "paper" / "resnet50-middle.yaml"
+    out = tmp_path / "run"
+    assert main(["run", str(config), "--out", str(out), "--dry-run"]) == 0
+    text = capsys.readouterr().out
+    rows = [line for line in text.splitlines() if "-cifar10-" in line]
+    assert len(rows) == 17 and not out.exists()
+    widths = {"layer1.0": 256 * 56 * 56, "layer2.3": 512 * 28 * 28, "layer3.5": 1024 * 14 * 14,
+              "layer4.2": 2048 * 7 * 7, "avgpool": 2048}
+    for layer, d in widths.items():
+        (row,) = [r for r in rows if r.split()[1].endswith(f"-{layer}")]
+        assert f"d={d:,}" in row
+        assert ("probes: sample space" in row) == (d > 5000)  # wider than the training rows
