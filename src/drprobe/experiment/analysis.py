@@ -155,6 +155,9 @@ def analyze_layer(
     ``max_memory_gb``), the cross products take two d x d float64 matrices for the train split
     and four for the test split (debiased CKA), and a projection selector's debiased CKA reads
     the test split whole (n_test x d). Nothing grows with n_train beyond the block size.
+    That is the feature-space path; when the plan puts the probes in sample space or streaming
+    (wide layers), no d x d matrix is made and the peak is the plan's
+    (:mod:`drprobe.wide.memory`): O(n² + block·n + d·C) — see :attr:`LayerAnalysis.plan`.
 
     Returns:
         :class:`LayerAnalysis` with the per-probe table and the DR summary.
