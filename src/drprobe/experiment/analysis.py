@@ -54,6 +54,9 @@ class LayerAnalysis:
     Attributes:
         results: one row per probe (results-contract columns).
         summary: one row per (selector, delta): full-layer accuracy, f*, DR, k* and a bootstrap CI.
+        plan: the memory plan the analysis followed (path and peak of each stage).
+        timings: seconds per phase of the wide path (scratch copies, CKA, PCA, probes by path);
+            empty on the feature-space path, whose rows carry fit/select seconds.
     """
 
     results: pd.DataFrame
