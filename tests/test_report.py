@@ -23,7 +23,9 @@ from drprobe.report.html import table_html
 from drprobe.report.tables import dr_table, model_table
 
 ALL = ["accuracy-digits", "selectors-digits", "cka-digits", "accuracy-gini-digits", "dr",
-       "models", "layers", "pareto"]
+       "models", "layers", "pareto", "variants-dr", "variants-curves-digits"]
+#: drawn when the run has two variants or more (here: the pretrained network and its twin)
+VARIANT_FIGURES = {"variants-dr", "variants-curves-digits"}
 NEEDS_MORE = {"selectors-digits": "one selector", "models": "one model/weights",
               "layers": "one layer"}
 
@@ -75,7 +77,8 @@ def test_every_figure_as_png_and_pdf(report):
         assert png_is_drawn(report / f"{name}.png"), name
         assert pdf_strokes((report / f"{name}.pdf").read_bytes()) > 100, name
     written = {p.name for p in report.iterdir()}  # and no temporary files left behind
-    assert written == {f"{n}.{ext}" for n in ALL for ext in ("png", "pdf")} | {"report.html"}
+    assert written == ({f"{n}.{ext}" for n in ALL for ext in ("png", "pdf")}
+                       | {"report.html", "variants.csv"})
 
 
 @pytest.mark.slow
@@ -134,7 +137,7 @@ def test_figures_without_data_are_skipped_with_a_note(run, tmp_path):
     out = tmp_path / "figs"
     assert main(["report", str(small), "--out", str(out), "--formats", "svg",
                  "--no-progress"]) == 0
-    drawn = [n for n in ALL if n not in NEEDS_MORE]
+    drawn = [n for n in ALL if n not in NEEDS_MORE and n not in VARIANT_FIGURES]
     assert {p.name for p in out.iterdir()} == {f"{n}.svg" for n in drawn} | {"report.html"}
     page = (out / "report.html").read_text()
     assert re.findall(r'<img alt="([^"]+)"', page) == drawn
