@@ -126,7 +126,8 @@ def demo(out, model, layers, dataset, n_train, n_test, image_size, fractions, se
 @click.option("--executor", type=click.Choice(["local", "ray"]), default="local",
               show_default=True, help="Run jobs in this process or as Ray tasks.")
 @click.option("--address", default=None,
-              help="Ray cluster address (with --executor ray) [default: start a local Ray].")
+              help="Ray head HOST:PORT, as `ray start --head` printed it (with --executor ray; "
+                   "see docs/many-machines.md) [default: start a local Ray].")
 @click.option("--dry-run", is_flag=True, help="List the jobs and an estimated cost; run nothing.")
 @click.option("--cache-dir", type=click.Path(path_type=Path), default=None,
               help="Feature cache [default: $DRPROBE_CACHE or ~/.cache/drprobe].")

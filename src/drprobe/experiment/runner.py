@@ -49,6 +49,9 @@ __all__ = ["EXECUTORS", "RunOutput", "check_run_folder", "run_experiment"]
 
 EXECUTORS = ("local", "ray")
 CACHE_LOCK = ".runners.lock"
+#: Ray reruns a job whose worker process or node died this many times (a job's parts are
+#: written atomically and a rerun skips a finished job, so a rerun is safe).
+TASK_RETRIES = 3
 
 
 @dataclass
@@ -211,6 +214,11 @@ def _cache_session(cache_dir: Path) -> Iterator[None]:
         os.close(fd)
 
 
+def _remove_temps(out: Path) -> None:
+    for folder in (out, *(out / kind for kind in PART_KINDS)):
+        remove_temp_files(folder)
+
+
 def _write_run_files(config: ExperimentConfig, jobs: list[Job], out: Path) -> None:
     if not (out / "config.yaml").exists():
         atomic_write_text(out / "config.yaml", config.to_yaml())
@@ -267,12 +275,12 @@ def run_experiment(
         stack.enter_context(_locked(out, "run folder"))
         if uses_cache:
             stack.enter_context(_cache_session(cache))
-        for folder in (out, *(out / kind for kind in PART_KINDS)):
-            remove_temp_files(folder)
+        _remove_temps(out)
         _write_run_files(config, jobs, out)
         pending = [j for j in jobs if not part_path(out, "results", j.id).exists()]
         if ray is not None:
             _run_ray(ray, config, pending, out, cache, progress, len(jobs))
+            _remove_temps(out)  # those of task attempts killed mid-write (then rerun by Ray)
         else:
             _run_local(config, pending, out, cache, progress, log, len(jobs), bundles)
         parts = [read_job_parts(out, job) for job in jobs]
@@ -325,42 +333,20 @@ def _ray_task(config_data: dict, job_data: dict, out: str, cache: str, cwd: str)
     return job.id
 
 
-def _check_reachable(address: str, timeout: float = 10.0) -> None:
-    """Refuse a ``HOST:PORT`` or ``ray://HOST:PORT`` address nothing answers on (ray.init itself
-    would wait on it for a long time); other forms (``auto``) are left to Ray."""
-    import socket
-
-    host, sep, port = address.removeprefix("ray://").rpartition(":")
-    if not sep or not port.isdigit():
-        return
-    try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
-    except OSError as err:
-        raise InvalidValueError(
-            f"cannot reach the Ray cluster at {address!r}: {err.strerror or err}; give the "
-            "address of a running head node (HOST:PORT), or no --address for a local Ray"
-        ) from None
-
-
 @contextlib.contextmanager
 def _ray_session(address: str | None) -> Iterator[object]:
     """The ``ray`` module, connected: to the Ray this process already joined, to ``address``,
     or to a new local Ray on 127.0.0.1 (shut down on exit)."""
+    from drprobe.experiment import cluster
+
     ray = _import_ray()
-    if address:
-        _check_reachable(address)
     if ray.is_initialized():
         yield ray
         return
-    try:
-        if address:
-            ray.init(address=address, log_to_driver=False)
-        else:
-            ray.init(include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
-    except (ConnectionError, RuntimeError, ValueError) as err:
-        where = f"the Ray cluster at {address!r}" if address else "a local Ray"
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise InvalidValueError(f"cannot start or join {where}: {first}") from None
+    if address:
+        cluster.join(ray, address)
+    else:
+        cluster.start_local(ray)
     try:
         yield ray
     finally:
@@ -370,7 +356,8 @@ def _ray_session(address: str | None) -> Iterator[object]:
 def _run_ray(ray, config: ExperimentConfig, pending: list[Job], out: Path, cache: Path,
              progress: bool, total: int) -> None:
     task = ray.remote(_ray_task).options(num_cpus=config.resources.cpus,
-                                         num_gpus=config.resources.gpus, max_retries=0)
+                                         num_gpus=config.resources.gpus,
+                                         max_retries=TASK_RETRIES)
     data, where = config.canonical(), os.getcwd()
     refs = [task.remote(data, j.to_dict(), str(out.resolve()), str(cache.resolve()), where)
             for j in pending]
