@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -145,3 +146,39 @@ def test_bad_requests_are_refused(mnet, tmp_path):
         extract_layers(mnet, "features.14", _npz(tmp_path), "train")
     with pytest.raises(InvalidValueError, match="unknown pooling 'max'"):
         extract_layers(mnet, ["features.14"], _npz(tmp_path), "train", pooling=["avg", "max"])
+
+
+def test_runner_reads_and_forwards_each_split_once_per_model_variant(tmp_path, monkeypatch):
+    """Two layers of one model variant on one dataset: one extraction pass per split, holding
+    both layers; the results equal those of one-layer runs (each layer in its own pass)."""
+    from drprobe import features as features_mod
+    from drprobe.experiment.config import parse_config
+    from drprobe.experiment.runner import run_experiment
+    from drprobe.experiment.store import read_results
+
+    config = {"name": "two-layers",
+              "models": [{"spec": MNET, "weights": ["random"], "init_seed": 3}],
+              "layers": ["penultimate", "features.6"],
+              "datasets": [{"name": "digits", "n_train": 200, "n_test": 100, "image_size": 32}],
+              "fractions": [0.5], "seeds": [1]}
+    passes: list[list[str]] = []
+    real = features_mod.iter_layer_features
+
+    def counting(bundle, requests, images, **kwargs):
+        passes.append([layer for layer, _pooling in requests])
+        return real(bundle, requests, images, **kwargs)
+
+    monkeypatch.setattr(features_mod, "iter_layer_features", counting)
+    together = run_experiment(parse_config(config), tmp_path / "a", cache_dir=tmp_path / "c1",
+                              progress=False)
+    assert passes == [[PENULTIMATE, "features.6"]] * 2  # train, test
+    passes.clear()
+    alone = [run_experiment(parse_config(config | {"layers": [layer]}), tmp_path / layer,
+                            cache_dir=tmp_path / f"c-{layer}", progress=False)
+             for layer in config["layers"]]
+    assert passes == [[PENULTIMATE]] * 2 + [["features.6"]] * 2
+    columns = ["layer", "k", "seed", "test_acc", "val_acc", "l2"]
+    got = read_results(tmp_path / "a" / "results")[columns].sort_values(columns[:3])
+    want = pd.concat([a.results for a in alone])[columns].sort_values(columns[:3])
+    pd.testing.assert_frame_equal(got.reset_index(drop=True), want.reset_index(drop=True))
+    assert len(together.ran) == 2

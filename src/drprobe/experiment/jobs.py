@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -253,13 +253,17 @@ def run_job(
     config: ExperimentConfig, job: Job, out: str | os.PathLike, *,
     cache_dir: str | os.PathLike | None = None, progress: bool = False,
     loader: BundleLoader = load_bundle, log: Callable[[str], None] | None = None,
+    extract_with: Sequence[str] = (),
 ) -> bool:
     """Run ``job`` and write its parts under ``out``; skip it if its results part exists.
+
+    ``extract_with``: more layers of the same (model, weights, dataset) whose features are
+    extracted in the same pass over the data as the job's own (cache entries for later jobs).
 
     Returns True if the job ran, False if it was already complete.
     """
     from drprobe.experiment.analysis import analyze_layer
-    from drprobe.features import get_features
+    from drprobe.features import extract_layers, get_features
     from drprobe.probes import ProbeBank
     from drprobe.sources.layers import resolve_layer
 
@@ -273,13 +277,20 @@ def run_job(
         layer, weights = resolve_layer(source, job.layer), source.weights
         size = data.image_size or source.input_size
     device = probe_device(config.device)
-    feats = {
-        split: get_features(source, layer, data.name, split, pooling=config.pooling,
-                            image_size=data.image_size, n=n, data_root=data.data_root,
-                            cache_dir=cache_dir, progress=progress,
-                            device=None if source == PRECOMPUTED else config.device)
-        for split, n in (("train", data.n_train), ("test", data.n_test))
-    }
+    splits = (("train", data.n_train), ("test", data.n_test))
+    if source == PRECOMPUTED:
+        feats = {split: get_features(source, layer, data.name, split, pooling=config.pooling,
+                                     image_size=data.image_size, n=n, data_root=data.data_root,
+                                     cache_dir=cache_dir, progress=progress)
+                 for split, n in splits}
+    else:  # one pass over each split for this layer and the group's others
+        layers = [layer, *(resolve_layer(source, other) for other in extract_with)]
+        feats = {split: extract_layers(source, layers, data.name, split, pooling=config.pooling,
+                                       image_size=data.image_size, n=n,
+                                       data_root=data.data_root, cache_dir=cache_dir,
+                                       progress=progress, device=config.device
+                                       )[(layer, config.pooling)]
+                 for split, n in splits}
     d = int(feats["train"].X.shape[1])
     if log:
         log(f"probing {model.label} [{weights}] {layer} on {data.display} (d={d})")

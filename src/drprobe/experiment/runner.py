@@ -304,10 +304,14 @@ def _bar(total: int, done: int, progress: bool):
 def _run_local(config: ExperimentConfig, pending: list[Job], out: Path, cache: Path,
                progress: bool, log: Callable[[str], None] | None, total: int,
                bundles: _Bundles) -> None:
+    groups: dict[tuple, list[str]] = {}  # one pass over the data per (model, weights, dataset)
+    for job in pending:
+        groups.setdefault((job.model, job.weights, job.dataset), []).append(job.layer)
     with _bar(total, total - len(pending), progress) as bar:
         for job in pending:
             run_job(config, job, out, cache_dir=cache, progress=progress,
-                    loader=bundles.loader, log=log)
+                    loader=bundles.loader, log=log,
+                    extract_with=groups[(job.model, job.weights, job.dataset)])
             bar.update(1)
 
 

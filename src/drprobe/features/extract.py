@@ -31,6 +31,7 @@ from drprobe.features.batching import (
     DEFAULT_MAX_BATCH_MB,
     GPU_MEMORY_FRACTION,
     autocast_for,
+    channels_last,
     check_budgets,
     feature_dim,
     input_side,
@@ -206,19 +207,22 @@ def _stream(
                        key=lambda p: p.batch_size)
             pipelined = _pipelined(plan.device)
             pending: tuple[list, int] | None = None
-            for start in range(0, len(items), plan.batch_size):
-                batch = items[start:start + plan.batch_size]
-                x = prepare(batch)
-                with autocast_for(plan.device, plan.precision):
-                    feats = layers_features(bundle, requests, x)
-                current = ([_to_host(f, plan.device) for f in feats], len(batch))
-                del x, feats
-                if pipelined and pending is None:
-                    pending = current
-                    continue
-                done, pending = (pending, current) if pipelined else (current, None)
-                yield [_finish(host, event) for host, event in done[0]]
-                bar.update(done[1])
+            with channels_last(bundle) as nhwc:
+                for start in range(0, len(items), plan.batch_size):
+                    batch = items[start:start + plan.batch_size]
+                    x = prepare(batch)
+                    if nhwc and isinstance(x, torch.Tensor) and x.ndim == 4:
+                        x = x.contiguous(memory_format=torch.channels_last)
+                    with autocast_for(plan.device, plan.precision):
+                        feats = layers_features(bundle, requests, x)
+                    current = ([_to_host(f, plan.device) for f in feats], len(batch))
+                    del x, feats
+                    if pipelined and pending is None:
+                        pending = current
+                        continue
+                    done, pending = (pending, current) if pipelined else (current, None)
+                    yield [_finish(host, event) for host, event in done[0]]
+                    bar.update(done[1])
             if pending is not None:
                 yield [_finish(host, event) for host, event in pending[0]]
                 bar.update(pending[1])
