@@ -27,7 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from drprobe.metrics.cka import CrossProductStats, debiased_linear_cka, linear_cka
+from drprobe.metrics.cka import debiased_linear_cka, linear_cka
+from drprobe.metrics.cka_stats import CrossProductStats
 from drprobe.selectors import resolve_ks
 
 

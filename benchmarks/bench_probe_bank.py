@@ -29,9 +29,9 @@ import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
 
-from drprobe.experiment.analysis import DETERMINISTIC, PAPER_FRACTIONS, analyze_layer
+from drprobe.experiment.analysis import analyze_layer
 from drprobe.probes import ProbeBank, sklearn_probe
-from drprobe.selectors import SubsetFamily, make_family
+from drprobe.selectors import PAPER_FRACTIONS, SubsetFamily, is_seeded, make_family
 
 FRACTIONS = PAPER_FRACTIONS
 SEEDS = (1, 2, 3, 4, 5)
@@ -85,7 +85,7 @@ def families(data: dict, selectors: tuple[str, ...]) -> list[SubsetFamily]:
     """Nested families per selector and seed, as ``analyze_layer`` builds them."""
     ks, fr = sizes(data["X_train"].shape[1])
     return [make_family(sel, data["X_train"], ks, seed=s, fractions=fr)
-            for sel in selectors for s in (SEEDS[:1] if sel in DETERMINISTIC else SEEDS)]
+            for sel in selectors for s in (SEEDS if is_seeded(sel) else SEEDS[:1])]
 
 
 @dataclass

@@ -16,11 +16,10 @@ from pathlib import Path
 import pandas as pd
 
 from drprobe.experiment.analysis import analyze_layer
-from drprobe.experiment.derived import efficiency_table
-from drprobe.experiment.query import PROBE_KEYS
-from drprobe.experiment.store import write_part
+from drprobe.experiment.store import PROBE_KEYS, write_part
 from drprobe.features import get_features
 from drprobe.probes import ProbeBank
+from drprobe.report.run_tables import efficiency_table
 from drprobe.sources.models import load_model
 
 MODEL = "builtin:mobilenet_v2"

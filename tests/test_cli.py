@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from drprobe.cli import main
+from drprobe.experiment.store import read_results
 
 SMALL = ["--n-train", "200", "--n-test", "100", "--image-size", "32", "--seeds", "1",
          "--fractions", "0.1,1", "--layers", "penultimate", "--no-progress"]
@@ -111,7 +112,7 @@ def test_checkpoint_with_wrong_keys_is_refused(capsys, tmp_path):
     assert not out.exists() and not (tmp_path / "cache").exists()
 
 
-COMMANDS = ["demo", "run", "extract", "probe", "layers", "models", "datasets"]
+COMMANDS = ["demo", "run", "extract", "probe", "layers", "models", "datasets", "report", "results"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -146,3 +147,56 @@ def test_new_commands_bad_input_one_line_exit_2(capsys, tmp_path, monkeypatch, a
     assert len(lines) == 1, err
     assert needle in lines[0]
     assert [p.name for p in tmp_path.iterdir()] == []  # nothing written: no cache, no run folder
+
+
+@pytest.fixture(scope="module")
+def probe_run(tmp_path_factory):
+    """``drprobe probe`` on scikit-learn digits as pixel features (no network): a run folder."""
+    import numpy as np
+
+    from drprobe.sources.datasets import load_dataset
+
+    tmp = tmp_path_factory.mktemp("cli-run")
+    splits = {s: load_dataset("digits", s) for s in ("train", "test")}
+    arrays = {}
+    for split, ds in splits.items():
+        arrays[f"X_{split}"] = ds.images.reshape(len(ds.labels), -1).astype(np.float32) / 255
+        arrays[f"y_{split}"] = ds.labels
+    np.savez(tmp / "pixels.npz", **arrays)
+    out = tmp / "run"
+    code = main(["probe", str(tmp / "pixels.npz"), "--out", str(out), "--fractions", "0.1,0.5,1",
+                 "--seeds", "1,2", "--selectors", "random,pca_top", "--no-progress"])
+    assert code == 0
+    return out
+
+
+def test_results_prints_the_runs_table(probe_run, capsys):
+    code, out, _ = run(capsys, "results", str(probe_run))
+    assert code == 0
+    parts = read_results(probe_run / "results")
+    full = parts[parts["k"] == parts["d"]].groupby("selector")["test_acc"].mean()
+    rows = {line.split()[4]: line.split() for line in out.splitlines()[1:] if line.strip()}
+    assert set(rows) == {"random", "pca_top"}
+    for selector, acc in full.items():
+        assert f"{acc:.4f}".rstrip("0") in " ".join(rows[selector])
+    code, out, _ = run(capsys, "results", str(probe_run), "--sql",
+                       "SELECT count(*) AS n FROM results")
+    assert code == 0 and out.split()[-1] == str(len(parts))
+
+
+def test_report_draws_every_figure_it_lists(probe_run, capsys, tmp_path):
+    code, out, _ = run(capsys, "report", str(probe_run), "--out", str(tmp_path / "rep"),
+                       "--formats", "svg", "--no-progress")
+    assert code == 0 and out.strip() == f"report: {tmp_path / 'rep' / 'report.html'}"
+    page = (tmp_path / "rep" / "report.html").read_text()
+    drawn = sorted(p.name for p in (tmp_path / "rep").glob("*.svg"))
+    assert drawn and all(f'id="fig-{name[:-4]}"' in page for name in drawn)
+    assert "selectors-" in " ".join(drawn)  # two selectors: the comparison is drawn
+
+
+@pytest.mark.parametrize("command", ["report", "results"])
+def test_report_and_results_refuse_a_folder_that_is_no_run(capsys, tmp_path, command):
+    code, _, err = run(capsys, command, str(tmp_path / "nowhere"))
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1 and "not a run folder" in err
+    assert list(tmp_path.iterdir()) == []

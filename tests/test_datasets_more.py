@@ -543,4 +543,11 @@ def test_parse_spec_and_options(tmp_path: Path):
         load_dataset("digits?side=3", "train")
     with pytest.raises(UnknownNameError, match="'val'"):
         load_dataset(f"imagefolder:{tmp_path}", "val")
-    assert dsmod.DATASETS["digits"] is not None
+    # the registry's "digits" is scikit-learn's digits, split without losing an image
+    from sklearn.datasets import load_digits
+
+    target = load_digits().target
+    parts = [dsmod.DATASETS["digits"](split).labels for split in ("train", "test")]
+    assert sum(len(p) for p in parts) == len(target)
+    np.testing.assert_array_equal(sum(np.bincount(p, minlength=10) for p in parts),
+                                  np.bincount(target, minlength=10))

@@ -6,14 +6,9 @@ import numpy as np
 import pytest
 
 from drprobe.experiment.analysis import analyze_layer
-from drprobe.experiment.derived import (
-    analyze_with_nulls,
-    efficiency_table,
-    fairness_trend,
-    null_inputs,
-    refine_critical_fraction,
-)
+from drprobe.experiment.derived import analyze_with_nulls, null_inputs, refine_critical_fraction
 from drprobe.metrics.fairness import gini
+from drprobe.report.run_tables import efficiency_table, fairness_trend
 from drprobe.sources.datasets import load_dataset
 
 FRACTIONS = (0.05, 0.1, 0.25, 0.5, 1.0)

@@ -17,6 +17,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+pytestmark = pytest.mark.slow  # two demo runs in fresh processes
+
 ARGS = ["demo", "--dataset", "digits", "--n-train", "300", "--n-test", "200", "--image-size",
         "32", "--layers", "features.14", "--fractions", "0.1,0.5,1", "--seeds", "1,2",
         "--no-progress"]

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from drprobe.errors import InvalidValueError
-from drprobe.probes.faithful import FaithfulBank, FaithfulProbe, head_seed
+from drprobe.probes.faithful import FaithfulBank, FaithfulProbe, head_seed, stream_seed
 from drprobe.selectors import SubsetFamily, make_family
 from drprobe.sources.augment import Augment, augment_images
 from drprobe.sources.data.base import train_val_split
@@ -78,7 +78,7 @@ def test_loss_decreases_and_results(bank, data):
     full = [r for r in res if r.k == 16]
     assert all(r.test_acc > 0.8 for r in full)  # colour classes are easy from 16 channels
     for r, h in zip(res, range(6)):
-        assert r.l2 == 5e-4 and r.val_acc == bank.val_acc_[h]
+        assert r.l2 == bank.weight_decay == 1e-4 and r.val_acc == bank.val_acc_[h]  # default
         assert r.n_steps == (bank.best_epoch_[h] + 1) * math.ceil(135 / 32)
         counts = np.bincount(y[:60], minlength=3)
         assert np.isclose(np.sum(r.per_class_acc * counts) / 60, r.test_acc)
@@ -141,7 +141,7 @@ def reference_head(bundle: ModelBundle, fam: SubsetFamily, k: int, images: np.nd
                    seed: int) -> tuple[np.ndarray, np.ndarray, list[float]]:
     """The paper's loop written plainly for one head: nn.Linear, SGD, StepLR, best-val copy."""
     tr, va = train_val_split(y, 0.1, seed)
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator().manual_seed(stream_seed(seed, fam.seed))  # the family seed's stream
     head = nn.Linear(k, 3)
     init = torch.Generator().manual_seed(head_seed(seed, fam, k))
     with torch.no_grad():  # nn.Linear's own init, U(-1/sqrt(k), 1/sqrt(k)), from the head seed
@@ -257,3 +257,36 @@ def test_mobilenet_v2_on_fashion_mnist():
     assert np.all(loss[:, -1] < loss[:, 0])
     res = bank.evaluate(test.images, test.labels)
     assert res[1].k == 1280 and res[1].test_acc > 0.4, [r.test_acc for r in res]
+
+
+def test_each_probe_seed_has_its_own_augmentation_stream_and_batch_order(data, monkeypatch):
+    """Heads of seed 1 train exactly as they would alone; seed 2 draws other batches."""
+    import drprobe.probes.faithful as faithful_mod
+
+    images, y = data
+    seen: list[float] = []  # the sum of each augmented batch, in the order they were drawn
+    real = faithful_mod.augment_images
+
+    def recording(batch, aug, mean, std, g, dev=None):
+        x = real(batch, aug, mean, std, g, dev)
+        seen.append(float(x.double().sum()))
+        return x
+
+    monkeypatch.setattr(faithful_mod, "augment_images", recording)
+    both = FaithfulBank(tiny_bundle(), families(), image_size=SIZE, **FAST).fit(images, y)
+    aug_both, seen[:] = list(seen), []
+    alone = FaithfulBank(tiny_bundle(), families()[:1], image_size=SIZE, **FAST).fit(images, y)
+    aug_alone = list(seen)
+
+    steps = both.steps_per_epoch_
+    per_epoch = [aug_both[e * 2 * steps:(e + 1) * 2 * steps] for e in range(FAST["epochs"])]
+    seed1 = [a for chunk in per_epoch for a in chunk[:steps]]
+    seed2 = [a for chunk in per_epoch for a in chunk[steps:]]
+    assert seed1 == aug_alone  # same seed: the same augmented batches, in the same order
+    assert not set(seed1) & set(seed2)  # other seed: other augmentations
+    np.testing.assert_array_equal(both.batch_orders_[1], alone.batch_orders_[1])
+    assert not np.array_equal(both.batch_orders_[1], both.batch_orders_[2])
+    for e in range(FAST["epochs"]):  # each epoch draws a permutation of the training positions
+        assert sorted(both.batch_orders_[2][e]) == sorted(both.train_indices_)
+    for h in range(3):  # the seed-1 heads are the same with or without the seed-2 ones
+        np.testing.assert_array_equal(both.coefs_[h], alone.coefs_[h])

@@ -12,8 +12,8 @@ from report_runs import shared_run, split_timings
 
 from drprobe.cli import main
 from drprobe.errors import InvalidValueError, MissingDataError
-from drprobe.experiment.query import PROBE_KEYS, query
-from drprobe.experiment.store import read_results, write_part
+from drprobe.experiment.query import query
+from drprobe.experiment.store import PROBE_KEYS, read_results, write_part
 
 CURVE = ["model", "weights", "layer", "dataset", "selector"]
 
@@ -33,6 +33,7 @@ def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
     return code, captured.out, captured.err
 
 
+@pytest.mark.slow
 def test_default_table_matches_pandas(runs):
     run, _ = runs
     table = query(run).set_index(CURVE).sort_index()
@@ -54,6 +55,7 @@ def test_default_table_matches_pandas(runs):
     np.testing.assert_allclose(table["k*_0.9"], dr["k_star"].reindex(table.index))
 
 
+@pytest.mark.slow
 def test_sql_aggregate_matches_pandas(runs):
     run, _ = runs
     sql = ("SELECT weights, layer, selector, fraction, avg(test_acc) AS acc, max(gini) AS gini "
@@ -67,6 +69,7 @@ def test_sql_aggregate_matches_pandas(runs):
     np.testing.assert_allclose(got["gini"], want["gini"])
 
 
+@pytest.mark.slow
 def test_csv_tables_are_views(runs):
     run, _ = runs
     for name in ("summary", "efficiency"):
@@ -76,6 +79,7 @@ def test_csv_tables_are_views(runs):
         np.testing.assert_allclose(got.select_dtypes("number"), want.select_dtypes("number"))
 
 
+@pytest.mark.slow
 def test_timings_apart_are_joined_back(runs):
     inline, apart = runs
     parts = read_results(apart / "results")
@@ -96,6 +100,7 @@ def test_timings_apart_are_joined_back(runs):
     assert old["s"].iloc[0] == pytest.approx(probes["fit_seconds"].sum())
 
 
+@pytest.mark.slow
 def test_summary_parts_stand_in_for_a_missing_csv(runs, tmp_path):
     """A run stopped before its CSV tables were written still has per-job summary parts."""
     run, _ = runs
@@ -113,6 +118,7 @@ def test_summary_parts_stand_in_for_a_missing_csv(runs, tmp_path):
         query(stopped, "SELECT * FROM efficiency")
 
 
+@pytest.mark.slow
 def test_cli_prints_and_exports_csv(runs, capsys, tmp_path):
     run, _ = runs
     code, out, _ = run_cli(capsys, "results", str(run))
@@ -134,6 +140,7 @@ def test_cli_prints_and_exports_csv(runs, capsys, tmp_path):
     ("SELECT * FROM no_such_table", "no_such_table"),
     ("SELEC 1", "syntax error"),
 ])
+@pytest.mark.slow
 def test_sql_errors_are_one_line_exit_2(runs, capsys, sql, needle):
     run, _ = runs
     with pytest.raises(InvalidValueError):
@@ -155,6 +162,7 @@ def test_not_a_run_folder(capsys, tmp_path):
         assert len(err.strip().splitlines()) == 1 and "not a run folder" in err
 
 
+@pytest.mark.slow
 def test_csv_into_missing_folder(runs, capsys, tmp_path):
     run, _ = runs
     target = tmp_path / "nowhere" / "x.csv"

@@ -39,12 +39,11 @@ def test_local_ray_stays_on_loopback_and_gives_the_local_executors_parts(tmp_pat
     config = parse_config(CONFIG)
     cache = tmp_path / "cache"
     on_ray = run_experiment(config, tmp_path / "ray", executor="ray", cache_dir=cache,
-                            progress=False, plot=False)  # starts and stops its own Ray
+                            progress=False)  # starts and stops its own Ray
     assert not ray.is_initialized()
     assert sorted(on_ray.ran) == ["mobilenet_v2-pretrained-digits-features.14",
                                   "mobilenet_v2-random-digits-features.14"]
-    local = run_experiment(config, tmp_path / "local", cache_dir=cache, progress=False,
-                           plot=False)
+    local = run_experiment(config, tmp_path / "local", cache_dir=cache, progress=False)
     assert local.ran == on_ray.ran  # the shared cache spares extraction, not the probes
     for kind in ("results", "summary"):  # the tasks wrote every part, byte for byte
         names = sorted(p.name for p in (tmp_path / "ray" / kind).glob("*.parquet"))

@@ -34,6 +34,7 @@ import yaml
 import drprobe
 from drprobe.experiment.config import parse_config
 from drprobe.experiment.runner import run_experiment
+from drprobe.report.publish import publish_run
 
 pytest.importorskip("ray")
 psutil = pytest.importorskip("psutil")  # a dependency of Ray
@@ -197,8 +198,9 @@ def local_run(tmp_path_factory):
     work = tmp_path_factory.mktemp("ray-work")
     (work / "config.yaml").write_text(yaml.safe_dump(CONFIG))
     out = work / "local"
-    run_experiment(parse_config(CONFIG), out, cache_dir=work / "local-cache", progress=False,
-                   plot=False)
+    done = run_experiment(parse_config(CONFIG), out, cache_dir=work / "local-cache",
+                          progress=False)
+    publish_run(done.results, done.summary, out, plot=False)  # summary.csv, as the CLI writes it
     return work, out
 
 

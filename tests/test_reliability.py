@@ -223,6 +223,7 @@ def _racing_worker(root: str, barrier) -> tuple[int, str, str]:
     return len(started), digest, hashlib.sha256(entry.y.tobytes()).hexdigest()
 
 
+@pytest.mark.slow
 def test_two_processes_extracting_at_once_leave_one_intact_entry(tmp_path, fresh):
     root = tmp_path / "shared-cache"
     ctx = mp.get_context("spawn")
@@ -289,6 +290,7 @@ DEMO = ["--dataset", "digits", "--n-train", "200", "--n-test", "100", "--image-s
         "--layers", "features.14", "--fractions", "0.5,1", "--seeds", "1", "--no-progress"]
 
 
+@pytest.mark.slow
 def test_disk_full_during_demo_is_one_line_exit_2(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr("drprobe.features.cache._fsync", _no_space)
     out, cache = tmp_path / "out", tmp_path / "cache"
@@ -303,6 +305,7 @@ def test_disk_full_during_demo_is_one_line_exit_2(tmp_path, monkeypatch, capsys)
     assert_nothing_written(cache)
 
 
+@pytest.mark.slow
 def test_failing_results_part_leaves_no_partial_part(tmp_path, monkeypatch, capsys):
     """The second job's part hits a full disk after writing some bytes: the first part stays
     complete, the second is absent (no partial file, no temp file), no summary is written."""

@@ -16,10 +16,11 @@ from PIL import Image
 from report_runs import shared_run
 
 from drprobe.cli import main
-from drprobe.experiment.store import read_results, write_part
+from drprobe.experiment.store import JOB_KEYS, read_results, write_part
+from drprobe.experiment.summary import summarize
+from drprobe.report.curves import plot_study
 from drprobe.report.html import table_html
-from drprobe.report.plots import plot_study
-from drprobe.report.tables import dr_table, model_table, summary_from_results
+from drprobe.report.tables import dr_table, model_table
 
 ALL = ["accuracy-digits", "selectors-digits", "cka-digits", "accuracy-gini-digits", "dr",
        "models", "layers", "pareto"]
@@ -68,6 +69,7 @@ def test_pdf_check_tells_blank_from_drawn(tmp_path):
     assert pdf_strokes((tmp_path / "blank.pdf").read_bytes()) <= 4  # the background only
 
 
+@pytest.mark.slow
 def test_every_figure_as_png_and_pdf(report):
     for name in ALL:
         assert png_is_drawn(report / f"{name}.png"), name
@@ -76,6 +78,7 @@ def test_every_figure_as_png_and_pdf(report):
     assert written == {f"{n}.{ext}" for n in ALL for ext in ("png", "pdf")} | {"report.html"}
 
 
+@pytest.mark.slow
 def test_page_is_self_contained_and_embeds_every_figure(report):
     page = (report / "report.html").read_text()
     sources = re.findall(r'<img alt="([^"]+)" src="([^"]+)"', page)
@@ -89,6 +92,7 @@ def test_page_is_self_contained_and_embeds_every_figure(report):
     assert "<link" not in outside and "not drawn" not in outside
 
 
+@pytest.mark.slow
 def test_page_tables_agree_with_pandas(run, report):
     page = (report / "report.html").read_text()
     summary = pd.read_csv(run / "summary.csv")
@@ -110,9 +114,10 @@ def test_page_tables_agree_with_pandas(run, report):
         assert needle in page
 
 
+@pytest.mark.slow
 def test_summary_rebuilt_from_results_matches_the_study(run):
     summary = pd.read_csv(run / "summary.csv")
-    rebuilt = summary_from_results(read_results(run / "results"))
+    rebuilt = summarize(read_results(run / "results"), by=JOB_KEYS)
     key = ["weights", "layer", "selector", "delta"]
     a = summary.set_index(key).sort_index()
     b = rebuilt.set_index(key).reindex(a.index)
@@ -120,6 +125,7 @@ def test_summary_rebuilt_from_results_matches_the_study(run):
         np.testing.assert_allclose(b[col].astype(float), a[col].astype(float), err_msg=col)
 
 
+@pytest.mark.slow
 def test_figures_without_data_are_skipped_with_a_note(run, tmp_path):
     """One job, one selector, no summary.csv or efficiency.csv (rebuilt), SVG files only."""
     small = tmp_path / "small"
@@ -140,6 +146,7 @@ def test_figures_without_data_are_skipped_with_a_note(run, tmp_path):
     assert not (small / "report").exists()
 
 
+@pytest.mark.slow
 def test_demo_figures_still_drawn(run, tmp_path):
     paths = plot_study(read_results(run / "results"), tmp_path)
     assert [p.name for p in paths] == ["accuracy.png", "cka.png", "gini.png"]
@@ -150,6 +157,7 @@ def test_demo_figures_still_drawn(run, tmp_path):
     (["--formats", "png,gif"], "'gif'"),
     (["--formats", ""], "png, pdf, svg"),
 ])
+@pytest.mark.slow
 def test_bad_formats_exit_2_nothing_written(run, tmp_path, capsys, extra, needle):
     out = tmp_path / "out"
     assert main(["report", str(run), "--out", str(out), *extra]) == 2
@@ -158,6 +166,7 @@ def test_bad_formats_exit_2_nothing_written(run, tmp_path, capsys, extra, needle
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_not_a_run_folder_or_output_is_a_file(run, tmp_path, capsys):
     empty = tmp_path / "empty"
     empty.mkdir()

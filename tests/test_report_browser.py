@@ -20,7 +20,9 @@ from report_runs import shared_run
 from drprobe.cli import main
 
 CHROMIUM = shutil.which("chromium")
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (make browser)")
+pytestmark = [pytest.mark.slow,  # a real run, a report and a headless browser
+              pytest.mark.skipif(CHROMIUM is None,
+                                 reason="chromium is not installed (make browser)")]
 
 
 def chromium(tmp_path, *args: str) -> str:

@@ -16,6 +16,7 @@ import yaml
 
 from drprobe.experiment.config import load_config
 from drprobe.experiment.runner import run_experiment
+from drprobe.report.publish import publish_run
 
 CONFIG = {
     "name": "resume",
@@ -53,7 +54,8 @@ def test_killed_runs_resume_to_identical_results(tmp_path):
 
     reference, ref_cache = tmp_path / "reference", tmp_path / "cache-ref"
     start = time.monotonic()
-    run_experiment(load_config(config), reference, cache_dir=ref_cache, progress=False)
+    done = run_experiment(load_config(config), reference, cache_dir=ref_cache, progress=False)
+    publish_run(done.results, done.summary, reference)
     duration = time.monotonic() - start + STARTUP_SECONDS
 
     out, cache = tmp_path / "killed", tmp_path / "cache"

@@ -12,9 +12,10 @@ import pytest
 from drprobe.cli import main
 from drprobe.errors import InvalidValueError
 from drprobe.experiment.config import parse_config
-from drprobe.experiment.jobs import KEY_COLUMNS, TIMING_COLUMNS
 from drprobe.experiment.runner import run_experiment
-from drprobe.experiment.store import read_results
+from drprobe.experiment.store import PROBE_KEYS as KEY_COLUMNS
+from drprobe.experiment.store import TIMING_COLUMNS, read_results
+from drprobe.report.publish import publish_run
 
 TINY = {
     "name": "tiny",
@@ -32,9 +33,11 @@ TABLES = ("summary.csv", "summary.md", "efficiency.csv", "fairness.csv")
 def tiny_run(tmp_path_factory, feature_cache):
     out = tmp_path_factory.mktemp("runner") / "run"
     output = run_experiment(parse_config(TINY), out, cache_dir=feature_cache, progress=False)
+    publish_run(output.results, output.summary, out)
     return out, output
 
 
+@pytest.mark.slow
 def test_parts_tables_and_run_files(tiny_run):
     out, output = tiny_run
     assert output.ran == JOBS and output.skipped == []
@@ -69,6 +72,7 @@ def test_parts_tables_and_run_files(tiny_run):
     assert set(eff["weights"]) == {"pretrained", "random"} and eff["on_frontier"].any()
 
 
+@pytest.mark.slow
 def test_second_run_skips_every_job_and_tables_are_identical(tiny_run, feature_cache,
                                                              monkeypatch):
     from drprobe import features
@@ -90,12 +94,14 @@ def test_second_run_skips_every_job_and_tables_are_identical(tiny_run, feature_c
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"partial")
     again = run_experiment(parse_config(TINY), out, cache_dir=feature_cache, progress=False)
+    publish_run(again.results, again.summary, out)
     assert again.ran == [] and again.skipped == JOBS
     assert not any(p.exists() for p in stale) and not (feature_cache / ".tmp-killed").exists()
     assert {name: (out / name).read_bytes() for name in TABLES} == before
     assert {p: p.read_bytes() for p in parts} == parts
 
 
+@pytest.mark.slow
 def test_a_different_config_is_refused(tiny_run, feature_cache):
     out, _ = tiny_run
     listing = sorted(p.name for p in out.rglob("*"))
@@ -105,6 +111,7 @@ def test_a_different_config_is_refused(tiny_run, feature_cache):
     assert sorted(p.name for p in out.rglob("*")) == listing
 
 
+@pytest.mark.slow
 def test_demo_goes_through_the_runner_and_prints_the_table(tmp_path, feature_cache, capsys):
     out = tmp_path / "demo"
     argv = ["demo", "--out", str(out), "--cache-dir", str(feature_cache), "--dataset", "digits",
@@ -130,6 +137,7 @@ def test_demo_goes_through_the_runner_and_prints_the_table(tmp_path, feature_cac
     assert "ran 0 job(s), 2 already complete" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_extract_then_probe_with_counts(tmp_path, feature_cache, capsys, tiny_run):
     entries = sorted(feature_cache.glob("*/*/meta.json"))
     npz = tmp_path / "f14.npz"
@@ -174,6 +182,7 @@ FAITHFUL = {**TINY, "name": "faithful", "protocol": "faithful", "fractions": [0.
                          "weight_decay": 1e-4}}
 
 
+@pytest.mark.slow
 def test_faithful_protocol_through_the_runner_equals_the_faithful_bank(tmp_path, feature_cache):
     """The runner's faithful job trains the same heads as FaithfulBank called directly on the
     same images (same subsample, split and seeds), and records protocol 'faithful'."""
@@ -183,7 +192,7 @@ def test_faithful_protocol_through_the_runner_equals_the_faithful_bank(tmp_path,
     from drprobe.sources.models import load_model
 
     config = parse_config(FAITHFUL)
-    run_experiment(config, tmp_path / "run", cache_dir=feature_cache, progress=False, plot=False)
+    run_experiment(config, tmp_path / "run", cache_dir=feature_cache, progress=False)
     got = read_results(tmp_path / "run" / "results").sort_values("k")
     assert set(got["protocol"]) == {"faithful"} and list(got["k"]) == [40, 160]
     assert set(got["l2"]) == {1e-4}  # the weight decay, as FaithfulBank reports it

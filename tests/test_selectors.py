@@ -9,7 +9,7 @@ from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.preprocessing import StandardScaler
 
 from drprobe.errors import InvalidValueError, UnknownNameError
-from drprobe.metrics.cka import CrossProductStats
+from drprobe.metrics.cka_stats import CrossProductStats
 from drprobe.selectors import (
     PAPER_FRACTIONS,
     SELECTORS,

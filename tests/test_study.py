@@ -10,7 +10,7 @@ import pytest
 from drprobe.cli import main
 from drprobe.errors import DrprobeError
 from drprobe.experiment.store import read_results, write_part
-from drprobe.experiment.study import summary_table
+from drprobe.report.run_tables import summary_table
 
 CONTRACT = [
     "run_id", "model", "weights", "layer", "pooling", "dataset", "n_train", "n_val", "n_test",

@@ -1,7 +1,5 @@
-"""Command-line interface: ``drprobe demo | run | extract | probe | layers | models | datasets |
-report | results``.
-
-Every refusal is one line on stderr and exit status 2.
+"""Command-line interface: ``drprobe demo | run | pretrain | extract | probe | layers | models |
+datasets | report | results``. Every refusal is one line on stderr and exit status 2.
 """
 
 from __future__ import annotations
@@ -12,8 +10,14 @@ from pathlib import Path
 import click
 
 from drprobe.errors import DrprobeError, InvalidValueError
+from drprobe.experiment.demo import DEMO_FRACTIONS
+from drprobe.experiment.grid import DEFAULT_SEEDS
+from drprobe.pretrain.command import pretrain as _pretrain
 
-DEMO_FRACTIONS = "0.005,0.01,0.02,0.05,0.1,0.2,0.3,0.5,0.8,1"
+
+def _listed(values: tuple) -> str:
+    """A default tuple as the comma-separated text an option takes."""
+    return ",".join(f"{v:g}" for v in values)
 
 
 def _numbers(text: str, kind: type, what: str) -> tuple:
@@ -24,7 +28,8 @@ def _numbers(text: str, kind: type, what: str) -> tuple:
         raise InvalidValueError(f"{what} must be comma-separated {name}; got {text!r}") from None
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+             commands={"pretrain": _pretrain})
 @click.version_option(package_name="drprobe")
 def app() -> None:
     """Measure diffused redundancy in pretrained representations."""
@@ -41,10 +46,13 @@ def _names(text: str) -> tuple[str, ...]:
     return tuple(v.strip() for v in text.split(",") if v.strip())
 
 
-def _print_summary(title: str, output, out: Path) -> None:
-    from drprobe.experiment.study import summary_table
+def _report_run(title: str, output, out: Path) -> None:
+    """Ask the report for the run's tables and quick-look figures, then print the DR table."""
+    from drprobe.report.publish import publish_run
+    from drprobe.report.run_tables import summary_table
 
     results, summary = output.results, output.summary
+    figures = publish_run(results, summary, out)
     sizes = results[["n_train", "n_val", "n_test"]].drop_duplicates()
     if len(sizes) == 1:  # one task size: say it in the title (the demo's form)
         n_train, n_val, n_test = sizes.iloc[0]
@@ -52,8 +60,8 @@ def _print_summary(title: str, output, out: Path) -> None:
     click.echo(f"\n{title}:\n")
     click.echo(summary_table(summary).to_string(index=False))
     click.echo(f"\nresults: {out / 'results'}   summary: {out / 'summary.md'}")
-    if output.figures:
-        click.echo("figures: " + ", ".join(str(f) for f in output.figures))
+    if figures:
+        click.echo("figures: " + ", ".join(str(f) for f in figures))
 
 
 def _echo_err(message: str) -> None:
@@ -76,9 +84,9 @@ def _echo_err(message: str) -> None:
               help="Training examples (stratified subsample; 10% become validation).")
 @click.option("--n-test", type=int, default=2_000, show_default=True, help="Test examples.")
 @click.option("--image-size", type=int, default=64, show_default=True, help="Input side in pixels.")
-@click.option("--fractions", default=DEMO_FRACTIONS, show_default=True,
+@click.option("--fractions", default=_listed(DEMO_FRACTIONS), show_default=True,
               help="Comma-separated fractions of the layer's neurons, each in (0, 1].")
-@click.option("--seeds", default="1,2,3", show_default=True,
+@click.option("--seeds", default=_listed(DEFAULT_SEEDS), show_default=True,
               help="Comma-separated seeds of the random subsets.")
 @click.option("--checkpoint", type=click.Path(path_type=Path), default=None,
               help="Weights file to use instead of the packaged pretrained weights "
@@ -102,8 +110,9 @@ def demo(out, model, layers, dataset, n_train, n_test, image_size, fractions, se
     Example:
       drprobe demo --out drprobe-demo --n-train 5000 --layers penultimate
     """
+    from drprobe.experiment.demo import demo_config
+    from drprobe.experiment.preflight import prepare_output
     from drprobe.experiment.runner import run_experiment
-    from drprobe.experiment.study import demo_config, prepare_output
 
     _positive(n_train=n_train, n_test=n_test, image_size=image_size)
     prepare_output(out)
@@ -116,7 +125,7 @@ def demo(out, model, layers, dataset, n_train, n_test, image_size, fractions, se
     )
     output = run_experiment(config, out, cache_dir=cache_dir, progress=progress,
                             log=_echo_err if progress else None)
-    _print_summary(f"Diffused redundancy of {config.models[0].label} on {dataset}", output, out)
+    _report_run(f"Diffused redundancy of {config.models[0].label} on {dataset}", output, out)
 
 
 @app.command()
@@ -146,8 +155,10 @@ def run(config, out, executor, address, dry_run, cache_dir, progress) -> None:
       drprobe run configs/offline-study.yaml --executor ray --address 10.0.0.1:6379
     """
     from drprobe.experiment.config import load_config
-    from drprobe.experiment.jobs import format_plan, plan_jobs
-    from drprobe.experiment.runner import check_run_folder, run_experiment
+    from drprobe.experiment.cost import format_plan
+    from drprobe.experiment.plan import plan_jobs
+    from drprobe.experiment.preflight import check_run_folder
+    from drprobe.experiment.runner import run_experiment
     from drprobe.experiment.store import part_path
 
     if address and executor != "ray":
@@ -164,7 +175,7 @@ def run(config, out, executor, address, dry_run, cache_dir, progress) -> None:
                             progress=progress,
                             log=_echo_err if progress and executor == "local" else None)
     click.echo(f"ran {len(output.ran)} job(s), {len(output.skipped)} already complete")
-    _print_summary(f"Experiment {cfg.name}", output, out)
+    _report_run(f"Experiment {cfg.name}", output, out)
 
 
 @app.command()
@@ -229,11 +240,12 @@ def extract(model, layer, dataset, split, n, image_size, pooling, weights, seed,
               help="Run folder [default: runs/probe-<FEATURES name>].")
 @click.option("--selectors", default="random", show_default=True,
               help="Comma-separated selectors (random, prefix, pca_top, pca_least, ...).")
-@click.option("--fractions", default=DEMO_FRACTIONS, show_default=True,
+@click.option("--fractions", default=_listed(DEMO_FRACTIONS), show_default=True,
               help="Comma-separated fractions of the neurons, each in (0, 1].")
 @click.option("--counts", default=None,
               help="Comma-separated neuron counts instead of fractions (e.g. 8,16,32).")
-@click.option("--seeds", default="1,2,3", show_default=True, help="Comma-separated seeds.")
+@click.option("--seeds", default=_listed(DEFAULT_SEEDS), show_default=True,
+              help="Comma-separated seeds.")
 @click.option("--n-train", type=int, default=None, help="Training examples [default: all].")
 @click.option("--n-test", type=int, default=None, help="Test examples [default: all].")
 @click.option("--progress/--no-progress", default=True, show_default=True,
@@ -265,7 +277,7 @@ def probe(features, layer, out, selectors, fractions, counts, seeds, n_train, n_
     out = out if out is not None else Path("runs") / config.name
     output = run_experiment(config, out, progress=progress,
                             log=_echo_err if progress else None)
-    _print_summary(f"Diffused redundancy of {features}", output, out)
+    _report_run(f"Diffused redundancy of {features}", output, out)
 
 
 @app.command()

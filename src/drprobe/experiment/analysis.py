@@ -18,19 +18,28 @@ import pandas as pd
 
 from drprobe import __version__
 from drprobe.errors import InvalidValueError
-from drprobe.metrics.cka import CrossProductStats, debiased_linear_cka
+from drprobe.experiment.grid import DEFAULT_SEEDS
+from drprobe.experiment.protocol import CachedProtocol, FaithfulProtocol, as_protocol
+from drprobe.experiment.summary import summarize
+from drprobe.features.views import RowView
+from drprobe.metrics.cka import debiased_linear_cka
+from drprobe.metrics.cka_stats import CrossProductStats
 from drprobe.metrics.efficiency import probe_params
 from drprobe.metrics.fairness import gini
-from drprobe.metrics.redundancy import bootstrap_dr, dr_summary
+from drprobe.metrics.redundancy import DEFAULT_DELTAS
 from drprobe.probes import ProbeBank
-from drprobe.selectors import SELECTORS, make_family, resolve_ks
+from drprobe.selectors import (
+    PAPER_FRACTIONS,
+    SELECTORS,
+    is_seeded,
+    make_family,
+    resolve_ks,
+)
 from drprobe.sources.datasets import train_val_split
 
-PAPER_FRACTIONS = (0.0005, 0.001, 0.002, 0.003, 0.004, 0.005, 0.01, 0.05, 0.1, 0.2, 0.3, 0.5,
-                   0.8, 0.9, 1.0)
-DEFAULT_DELTAS = (0.8, 0.9, 0.95, 0.99)
-# Selectors whose basis does not depend on the seed: one family is enough.
-DETERMINISTIC = {"prefix", "pca_top", "pca_least", "variance", "weight_norm", "greedy"}
+#: Rows of the features read at a time by the finite check and the cross-product (CKA, PCA)
+#: accumulators.
+STATS_BLOCK_ROWS = 4096
 
 
 @dataclass
@@ -47,7 +56,7 @@ class LayerAnalysis:
 
 
 def _check_xy(X: np.ndarray, y: np.ndarray, what: str) -> None:
-    if X.ndim != 2 or len(X) != len(y):
+    if len(X.shape) != 2 or X.shape[0] != len(y):
         raise InvalidValueError(
             f"{what} features must be (n, d) with one label per row; got X {X.shape}, y {y.shape}"
         )
@@ -55,9 +64,11 @@ def _check_xy(X: np.ndarray, y: np.ndarray, what: str) -> None:
         raise InvalidValueError(f"{what} split is empty")
 
 
-def _check_finite(X: np.ndarray, what: str, rows: int = 4096) -> None:
-    """Refuse NaN or infinite features (X (n, d), read ``rows`` rows at a time)."""
-    for lo in range(0, len(X), rows):
+def _check_finite(X: np.ndarray, what: str) -> None:
+    """Refuse NaN or infinite features (X (n, d), read :data:`STATS_BLOCK_ROWS` rows at a
+    time)."""
+    rows = STATS_BLOCK_ROWS
+    for lo in range(0, X.shape[0], rows):
         bad = ~np.isfinite(np.asarray(X[lo:lo + rows]))
         if bad.any():
             i, j = np.argwhere(bad)[0]
@@ -91,32 +102,40 @@ def analyze_layer(
     y_test: np.ndarray,
     *,
     selectors: Sequence[str] = ("random",),
-    fractions: Sequence[float] = PAPER_FRACTIONS,
-    seeds: Sequence[int] = (1, 2, 3),
+    fractions: Sequence[float] | None = None,
+    counts: Sequence[int] | None = None,
+    seeds: Sequence[int] = DEFAULT_SEEDS,
     deltas: Sequence[float] = DEFAULT_DELTAS,
     val_fraction: float = 0.1,
     split_seed: int = 0,
     n_boot: int = 500,
     context: Mapping[str, object] | None = None,
-    bank: ProbeBank | None = None,
+    bank: ProbeBank | CachedProtocol | FaithfulProtocol | None = None,
     progress: bool = True,
-    protocol: str = "cached",
 ) -> LayerAnalysis:
     """Probe random subsets (and other selectors) of one layer and measure diffused redundancy.
 
     Args:
-        X_train, y_train: (n_train, d) features and (n_train,) labels; validation is carved from them.
+        X_train, y_train: (n_train, d) features (an array or a memmap: read lazily, block by
+            block) and (n_train,) labels; validation is carved from them.
         X_test, y_test: (n_test, d) and (n_test,).
         selectors: names from :data:`drprobe.selectors.SELECTORS`.
-        fractions: fractions of d in (0, 1]; 1.0 (the full layer) is always added.
-        seeds: seeds of the random selectors (deterministic ones use the first seed only).
+        fractions, counts: fractions of d in (0, 1] and/or neuron counts in [1, d]
+            (:func:`~drprobe.selectors.resolve_ks`); neither: the paper's grid
+            :data:`~drprobe.selectors.PAPER_FRACTIONS`. The full layer is always added.
+        seeds: seeds of the seeded selectors (the others use the first seed only).
         deltas: thresholds of DR_delta.
         context: extra constant columns for every row (model, layer, dataset, ...).
-        bank: a configured :class:`ProbeBank` (default: ``ProbeBank(keep_predictions=True)``),
-            or any object with its ``fit(X_train, y_train, X_val, y_val, families)`` and
-            ``evaluate(X_test, y_test)`` returning probe results with test predictions.
-        protocol: recorded in every row (``"faithful"`` when ``bank`` trains through the
-            backbone on augmented images).
+        bank: how heads are trained (:mod:`drprobe.experiment.protocol`): a configured
+            :class:`ProbeBank` with ``keep_predictions=True`` (the ``cached`` protocol; default
+            ``ProbeBank(keep_predictions=True)``) or a :class:`FaithfulProtocol`. Its name is
+            recorded in every row's ``protocol``.
+
+    Memory: the features stay where they are (a memmap stays on disk) and are read in row
+    blocks; on top of the protocol's own working set (for the probe bank, about
+    ``max_memory_gb``), the cross products take two d x d float64 matrices for the train split
+    and four for the test split (debiased CKA), and a projection selector's debiased CKA reads
+    the test split whole (n_test x d). Nothing grows with n_train beyond the block size.
 
     Returns:
         :class:`LayerAnalysis` with the per-probe table and the DR summary.
@@ -127,33 +146,33 @@ def analyze_layer(
         raise InvalidValueError(
             f"unknown selector {unknown[0]!r}; valid choices: {', '.join(sorted(SELECTORS))}"
         )
-    n_classes = int(max(y_train.max(), y_test.max())) + 1
+    protocol = as_protocol(bank, progress)
+    n_classes = len(np.unique(y_train))  # the probes' classes (test labels must be among them)
     d = X_train.shape[1]
-    ks, fracs = resolve_ks(d, fractions=sorted(set(fractions) | {1.0}))
+    if not fractions and not counts:
+        fractions = PAPER_FRACTIONS
+    ks, fracs = resolve_ks(d, fractions=sorted(set(fractions or ()) | {1.0}), counts=counts)
 
     tr_idx, va_idx = train_val_split(y_train, val_fraction, split_seed)
-    Xtr = np.asarray(X_train[tr_idx], dtype=np.float32)
-    Xva = np.asarray(X_train[va_idx], dtype=np.float32)
+    Xtr, Xva, Xte = RowView(X_train, tr_idx), RowView(X_train, va_idx), RowView(X_test)
     ytr, yva = y_train[tr_idx], y_train[va_idx]
-    Xte = np.asarray(X_test, dtype=np.float32)
 
-    bank = bank if bank is not None else ProbeBank(keep_predictions=True, progress=progress)
-    device = str(getattr(bank, "device", "cpu"))
-    cka_device = None if device == "cpu" else device  # the cross-products run there too
+    cka_device = None if protocol.device == "cpu" else protocol.device  # cross products there
     t0 = time.perf_counter()
-    train_stats = CrossProductStats.from_array(Xtr, debiased=False, device=cka_device)  # for PCA
+    train_stats = CrossProductStats.from_array(Xtr, STATS_BLOCK_ROWS, debiased=False,
+                                               device=cka_device)  # also the PCA bases
     families = [
         make_family(sel, Xtr, ks, seed=seed, y_train=ytr, X_val=Xva, y_val=yva,
                     fractions=fracs, cross=train_stats)
         for sel in selectors
-        for seed in (seeds[:1] if sel in DETERMINISTIC else seeds)
+        for seed in (seeds if is_seeded(sel) else seeds[:1])
     ]
     select_seconds = time.perf_counter() - t0
 
-    bank.fit(Xtr, ytr, Xva, yva, families)
-    probes = bank.evaluate(Xte, y_test)
+    protocol.train(X_train, y_train, tr_idx, va_idx, families)
+    probes = protocol.evaluate(X_test, y_test)
 
-    test_stats = CrossProductStats.from_array(Xte, device=cka_device)
+    test_stats = CrossProductStats.from_array(Xte, STATS_BLOCK_ROWS, device=cka_device)
     cka = {(f.selector, f.seed): dict(zip(f.ks, test_stats.family_cka(f))) for f in families}
     cka_db = {(f.selector, f.seed): _debiased_family_cka(test_stats, f, Xte) for f in families}
 
@@ -164,7 +183,7 @@ def analyze_layer(
             **ctx,
             "n_train": len(tr_idx), "n_val": len(va_idx), "n_test": len(y_test),
             "n_classes": n_classes, "selector": p.selector, "fraction": p.fraction, "k": p.k,
-            "d": d, "seed": p.seed, "protocol": protocol, "l2": p.l2, "val_acc": p.val_acc,
+            "d": d, "seed": p.seed, "protocol": protocol.name, "l2": p.l2, "val_acc": p.val_acc,
             "test_acc": p.test_acc, "per_class_acc": [float(a) for a in p.per_class_acc],
             "gini": float(gini(p.per_class_acc)),
             "worst_class_acc": float(np.nanmin(p.per_class_acc)),
@@ -175,59 +194,16 @@ def analyze_layer(
             "drprobe_version": __version__,
         })
     results = pd.DataFrame(rows)
-    summary = summarize(results, probes, y_test, deltas=deltas, n_boot=n_boot, context=ctx)
+    correct = {(p.selector, int(p.seed), int(p.k)): p.test_pred == y_test for p in probes}
+    summary = summarize(results, correct, deltas=deltas, n_boot=n_boot, context=ctx)
     return LayerAnalysis(results=results, summary=summary)
 
 
-def _debiased_family_cka(stats: CrossProductStats, family, X: np.ndarray) -> dict[int, float]:
-    """Debiased CKA per k: exact from moments for coordinate subsets, directly for projections."""
+def _debiased_family_cka(stats: CrossProductStats, family, X: RowView) -> dict[int, float]:
+    """Debiased CKA per k: exact from moments for coordinate subsets, directly for projections
+    (which read the test split ``X`` whole)."""
     if family.indices is not None:
         values = stats.subset_cka_debiased([family.indices[:k] for k in family.ks])
         return dict(zip(family.ks, values))
+    X = np.asarray(X)
     return {k: debiased_linear_cka(X, family.transform(X, k)) for k in family.ks}
-
-
-def summarize(
-    results: pd.DataFrame,
-    probes: Sequence,
-    y_test: np.ndarray,
-    *,
-    deltas: Sequence[float] = DEFAULT_DELTAS,
-    n_boot: int = 500,
-    context: Mapping[str, object] | None = None,
-) -> pd.DataFrame:
-    """DR summary per (selector, delta) from the per-probe rows and the probes' test predictions.
-
-    The full-layer accuracy is the mean test accuracy of the k = d probes of the ``random``
-    selector when present (else of the first selector). Confidence intervals resample test
-    examples and seeds (:func:`drprobe.metrics.redundancy.bootstrap_dr`).
-    """
-    ctx = dict(context or {})
-    full_sel = "random" if "random" in set(results["selector"]) else results["selector"].iloc[0]
-    full_rows = [p for p in probes if p.selector == full_sel and p.k == results["d"].iloc[0]]
-    full_acc = float(np.mean([p.test_acc for p in full_rows]))
-    full_correct = np.stack([p.test_pred == y_test for p in full_rows])
-    out = []
-    for sel, df in results.groupby("selector", sort=False):
-        curve = df.pivot_table(index="seed", columns="fraction", values="test_acc")
-        fr = np.asarray(curve.columns, dtype=float)
-        ks = df.groupby("fraction")["k"].first().reindex(fr).to_numpy()
-        cka_curve = df.groupby("fraction")["cka"].mean().reindex(fr).to_numpy()
-        sel_probes = [p for p in probes if p.selector == sel]
-        correct = np.stack([
-            np.stack([p.test_pred == y_test for p in sorted(sel_probes, key=lambda q: q.k)
-                      if p.seed == s])
-            for s in curve.index
-        ])
-        acc_rows = dr_summary(fr, ks, curve.to_numpy(), full_acc, deltas=deltas)
-        cka_rows = dr_summary(fr, ks, cka_curve[None, :], 1.0, deltas=deltas)
-        for acc_row, cka_row in zip(acc_rows, cka_rows):
-            ci = bootstrap_dr(correct, full_correct, fr, acc_row["delta"], n_boot=n_boot)
-            out.append({
-                **ctx, "selector": sel, "d": int(df["d"].iloc[0]), "full_acc": full_acc,
-                "delta": acc_row["delta"], "f_star": acc_row["f_star"],
-                "f_star_interp": acc_row["f_star_interp"], "dr": acc_row["dr"],
-                "k_star": acc_row["k_star"], "dr_low": ci["low"], "dr_high": ci["high"],
-                "dr_cka": cka_row["dr"], "k_star_cka": cka_row["k_star"],
-            })
-    return pd.DataFrame(out)

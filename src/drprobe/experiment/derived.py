@@ -1,5 +1,6 @@
-"""What a study derives from its per-probe table: efficiency, the fairness trend, null baselines
-and an adaptive search for the critical fraction.
+"""Analyses beyond one :func:`~drprobe.experiment.analysis.analyze_layer` call: null baselines
+(the same analysis on features or labels without information) and an adaptive search for the
+critical fraction.
 """
 
 from __future__ import annotations
@@ -13,51 +14,13 @@ import pandas as pd
 
 from drprobe.errors import InvalidValueError
 from drprobe.experiment.analysis import LayerAnalysis, analyze_layer
-from drprobe.metrics.efficiency import inference_flops, pareto_frontier, probe_params
-from drprobe.metrics.fairness import gini_trend_test
+from drprobe.features.views import RowView
 from drprobe.metrics.redundancy import adaptive_critical_fraction
 from drprobe.probes import ProbeBank
 from drprobe.selectors import make_family
 from drprobe.sources.datasets import train_val_split
 
 NULLS = ("gaussian", "shuffled_labels")
-
-
-def efficiency_table(results: pd.DataFrame) -> pd.DataFrame:
-    """Accuracy against probe size, one row per (selector, k), with the Pareto frontier marked.
-
-    Columns: selector, k, d, mean test_acc, probe_params ((k+1)·C), inference_flops (per example,
-    including the d×k projection for projection selectors), on_frontier (no other row is both
-    cheaper in parameters and more accurate).
-    """
-    n_classes = int(results["n_classes"].iloc[0])
-    table = (results.groupby(["selector", "k"], sort=True)
-             .agg(d=("d", "first"), test_acc=("test_acc", "mean")).reset_index())
-    table["probe_params"] = probe_params(table["k"].to_numpy(), n_classes)
-    table["inference_flops"] = [inference_flops(s, int(d), int(k), n_classes)
-                                for s, d, k in table[["selector", "d", "k"]].itertuples(False)]
-    frontier = pareto_frontier(table["probe_params"], table["test_acc"])
-    table["on_frontier"] = False
-    table.loc[frontier, "on_frontier"] = True
-    return table
-
-
-def fairness_trend(results: pd.DataFrame) -> pd.DataFrame:
-    """Per selector, the paired test of "Gini rises as the fraction falls" (seeds paired).
-
-    The full-layer Gini is the k = d probe of the same seed. Selectors with a single fraction
-    below 1 are skipped (no trend to test).
-    """
-    rows = []
-    for sel, df in results.groupby("selector", sort=False):
-        curve = df.pivot_table(index="seed", columns="fraction", values="gini")
-        full = curve[curve.columns.max()].to_numpy()
-        part = curve.drop(columns=curve.columns.max())
-        if part.shape[1] < 2:
-            continue
-        test = gini_trend_test(part.columns.to_numpy(), part.to_numpy(), full)
-        rows.append({"selector": sel, **{k: v for k, v in test.items() if k != "spearman_rho"}})
-    return pd.DataFrame(rows)
 
 
 def null_inputs(
@@ -112,8 +75,7 @@ def refine_critical_fraction(
     """
     d = X_train.shape[1]
     tr, va = train_val_split(y_train, val_fraction, split_seed)
-    Xtr, Xva = np.asarray(X_train[tr], np.float32), np.asarray(X_train[va], np.float32)
-    Xte = np.asarray(X_test, np.float32)
+    Xtr, Xva, Xte = RowView(X_train, tr), RowView(X_train, va), RowView(X_test)
     bank = bank if bank is not None else ProbeBank(progress=False)
 
     @functools.cache

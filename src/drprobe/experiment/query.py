@@ -23,13 +23,8 @@ from pathlib import Path
 import pandas as pd
 
 from drprobe.errors import InvalidValueError, MissingDataError
-from drprobe.experiment.store import atomic_path
+from drprobe.experiment.store import CURVE_KEYS, PROBE_KEYS, TIMING_COLUMNS, atomic_path
 
-#: The columns that identify one probe (the join keys of results and timings).
-PROBE_KEYS = ("model", "weights", "layer", "dataset", "selector", "seed", "k")
-#: The columns that identify one curve (one job and selector).
-CURVE_KEYS = ("model", "weights", "layer", "dataset", "selector")
-TIMING_COLUMNS = ("fit_seconds", "select_seconds")
 CSV_TABLES = ("summary", "efficiency", "fairness")
 
 

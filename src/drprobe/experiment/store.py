@@ -24,6 +24,13 @@ from drprobe.errors import DrprobeError
 #: Temporary files of this module are named ``.<name>.tmp-<pid>``.
 TEMP_PATTERN = re.compile(r"^\..+\.tmp-\d+$")
 PART_KINDS = ("results", "summary", "timings")
+#: The columns that name one job, one curve (a job's selector) and one probe; the probe keys
+#: join the results and timings parts.
+JOB_KEYS = ["model", "weights", "layer", "dataset"]
+CURVE_KEYS = [*JOB_KEYS, "selector"]
+PROBE_KEYS = [*CURVE_KEYS, "seed", "k"]
+#: Wall-clock columns: kept out of the results parts so those are identical between runs.
+TIMING_COLUMNS = ["fit_seconds", "select_seconds"]
 
 
 class StoreError(DrprobeError):

@@ -23,6 +23,7 @@ from drprobe.features.extract import iter_features, iter_layer_features
 from drprobe.sources.adapters.tokens import is_text
 from drprobe.sources.datasets import (
     PRECOMPUTED_PREFIX,
+    Dataset,
     TextDataset,
     load_dataset,
     parse_spec,
@@ -70,6 +71,7 @@ def get_features(
     device: str | None = None,
     precision: str = "auto",
     progress: bool = True,
+    data: Dataset | None = None,
 ) -> CachedFeatures:
     """Features of ``layer`` of ``model`` on ``split`` of ``dataset``, extracted once and cached.
 
@@ -87,6 +89,8 @@ def get_features(
             text models also ``"cls"`` and ``"mean"``.
         image_size: input side in pixels (token length for text models); None = the model's.
         n, sample_seed: stratified subsample of the split (None = all of it).
+        data: the split already loaded (and subsampled) by the caller, e.g. a job that also
+            trains on its images; ``n`` and ``sample_seed`` are then not applied.
         dtype: storage dtype, ``"float32"``, ``"float16"`` (half the disk) or ``"float64"``.
         batch_size, max_batch_mb: the most examples per forward pass, and the host-memory
             budget of one batch in MiB (the batch shrinks to fit; None = no budget).
@@ -113,7 +117,8 @@ def get_features(
         checkpoint=checkpoint, checkpoint_format=checkpoint_format,
         trust_checkpoint=trust_checkpoint, image_size=image_size, n=n, sample_seed=sample_seed,
         data_root=data_root, cache_dir=cache_dir, dtype=dtype, batch_size=batch_size,
-        max_batch_mb=max_batch_mb, device=device, precision=precision, progress=progress)
+        max_batch_mb=max_batch_mb, device=device, precision=precision, progress=progress,
+        data=data)
     return next(iter(entries.values()))
 
 
@@ -140,6 +145,7 @@ def extract_layers(
     device: str | None = None,
     precision: str = "auto",
     progress: bool = True,
+    data: Dataset | None = None,
 ) -> dict[tuple[str, str], CachedFeatures]:
     """Features of several layers of one model on one split, from ONE pass over the data.
 
@@ -149,7 +155,8 @@ def extract_layers(
     recomputed; the missing ones are filled together: the dataset is read and preprocessed
     once, and each batch is forwarded once, up to the deepest missing layer.
 
-    Arguments are those of :func:`get_features` (no precomputed datasets here).
+    Arguments are those of :func:`get_features` (no precomputed datasets here), ``data``
+    included: the split already loaded by the caller.
 
     Returns:
         ``{(layer, pooling): CachedFeatures}`` in request order (layer names as resolved).
@@ -170,7 +177,8 @@ def extract_layers(
         check_pooling(p, bundle)
     requests = list(dict.fromkeys((resolve_layer(bundle, layer), p)
                                   for layer in layers for p in poolings))
-    data = subsample(load_dataset(dataset, split, root=data_root), n, sample_seed)
+    if data is None:
+        data = subsample(load_dataset(dataset, split, root=data_root), n, sample_seed)
     text = is_text(bundle)
     if text != isinstance(data, TextDataset):
         wanted, got = ("texts", "images") if text else ("images", "texts")

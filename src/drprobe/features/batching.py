@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from drprobe import devices
 from drprobe.errors import InvalidValueError, unknown
 from drprobe.sources.adapters.tokens import is_text
 from drprobe.sources.layers import (
@@ -41,7 +42,6 @@ __all__ = ["ACTIVATION_FACTOR", "DEFAULT_MAX_BATCH_MB", "GPU_MEMORY_FRACTION", "
            "resolve_device", "resolve_precision"]
 
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
-DEVICE_FORMS = ("auto", "cpu", "cuda", "cuda:N", "mps")
 _AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 #: Default host-memory budget of one batch, in MiB (see :func:`plan_batches`).
 DEFAULT_MAX_BATCH_MB = 512.0
@@ -91,39 +91,8 @@ def _module_device(bundle: ModelBundle) -> torch.device:
 
 
 def resolve_device(device: str | torch.device | None, bundle: ModelBundle) -> torch.device:
-    """``None`` -> where the model is; ``"auto"`` -> CUDA, else MPS, else CPU; ``"cuda"`` ->
-    the current CUDA device (with its index). Unavailable devices are refused."""
-    if device is None:
-        return _module_device(bundle)
-    if device == "auto":
-        if torch.cuda.is_available():
-            device = "cuda"
-        elif getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            device = "mps"
-        else:
-            device = "cpu"
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise InvalidValueError(
-            f"unknown device {device!r}; valid choices: {', '.join(DEVICE_FORMS)}"
-        ) from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise InvalidValueError(f"device {device!r} is not available here (no CUDA); "
-                                    "valid choices: auto, cpu")
-        index = torch.cuda.current_device() if dev.index is None else dev.index
-        if index >= torch.cuda.device_count():
-            raise InvalidValueError(f"device {device!r}: only {torch.cuda.device_count()} "
-                                    "CUDA device(s) here")
-        return torch.device("cuda", index)
-    if dev.type == "mps" and not torch.backends.mps.is_available():
-        raise InvalidValueError(f"device {device!r} is not available here; valid: auto, cpu")
-    if dev.type not in ("cpu", "mps"):
-        raise InvalidValueError(
-            f"unsupported device {device!r}; valid choices: {', '.join(DEVICE_FORMS)}"
-        )
-    return dev
+    """:func:`drprobe.devices.resolve_device` with ``None`` meaning where the model is."""
+    return devices.resolve_device(device, _module_device(bundle))
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from drprobe.metrics.cka import CrossProductStats, debiased_linear_cka, linear_cka
+from drprobe.metrics.cka import debiased_linear_cka, linear_cka
+from drprobe.metrics.cka_stats import CrossProductStats
 from drprobe.metrics.efficiency import inference_flops, pareto_frontier, probe_params
 from drprobe.metrics.fairness import (
     gini,

@@ -19,8 +19,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from drprobe.devices import resolve_device
 from drprobe.errors import InvalidValueError
-from drprobe.probes import plan as pl
+from drprobe.metrics.fairness import per_class_accuracy
+from drprobe.probes import design, inputs
+from drprobe.probes.dedupe import plan_probes
 from drprobe.probes.solver import HISTORY, GroupProblem, preconditioner_factors, solve_group
 from drprobe.selectors import SubsetFamily
 
@@ -149,13 +152,7 @@ class ProbeBank:
             value = getattr(self, name)
             if value is not None and int(value) < 1:
                 raise InvalidValueError(f"{name}={value} must be None or >= 1")
-        try:
-            device = torch.device(self.device)
-        except (RuntimeError, TypeError) as err:
-            raise InvalidValueError(f"device {self.device!r} invalid; use 'cpu' or 'cuda[:i]'"
-                                    ) from err
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise InvalidValueError(f"device {self.device!r} requested but CUDA is unavailable")
+        device = resolve_device(self.device, mps=False)
         dtype = DTYPES[self.dtype]
         return device, dtype, sorted(set(grid))
 
@@ -170,11 +167,11 @@ class ProbeBank:
         y_*: matching label vectors. Returns self.
         """
         device, dtype, grid_values = self._config()
-        X_train = pl.check_features(X_train, "X_train")
+        X_train = inputs.check_features(X_train, "X_train")
         d = int(X_train.shape[1])
-        X_val = pl.check_features(X_val, "X_val", d)
-        ytr = pl.check_labels(y_train, X_train.shape[0], "y_train")
-        yva = pl.check_labels(y_val, X_val.shape[0], "y_val")
+        X_val = inputs.check_features(X_val, "X_val", d)
+        ytr = inputs.check_labels(y_train, X_train.shape[0], "y_train")
+        yva = inputs.check_labels(y_val, X_val.shape[0], "y_val")
         self.classes_ = np.unique(ytr)
         if len(self.classes_) < 2:
             raise InvalidValueError(f"y_train has {len(self.classes_)} class; need at least 2")
@@ -182,23 +179,23 @@ class ProbeBank:
         if not families:
             raise InvalidValueError("families is empty; pass at least one SubsetFamily")
         for i, fam in enumerate(families):
-            pl.check_family(fam, i, d)
+            inputs.check_family(fam, i, d)
         self.families_ = families
         self.n_features_in_ = d
-        self.plan_ = pl.make_plan(families, self.dedupe)
+        self.plan_ = plan_probes(families, self.dedupe)
         self.l2_grid_ = np.array(grid_values)
         grid = torch.tensor(grid_values, dtype=dtype, device=device)
         self.fitted_: dict[tuple[int, int], _Fitted] = {}
         self.stats_: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-        y_all = np.concatenate([pl.encode(ytr, self.classes_, "y_train"),
-                                pl.encode(yva, self.classes_, "y_val")])
+        y_all = np.concatenate([inputs.encode(ytr, self.classes_, "y_train"),
+                                inputs.encode(yva, self.classes_, "y_val")])
         y_all_t = torch.as_tensor(y_all, device=device)
         n_total = sum(len(self.plan_.solved(c)) for c in self.plan_.ks)
         with torch_threads(self.n_threads), tqdm(
             total=n_total, desc="probes", unit="probe", file=sys.stderr, disable=not self.progress
         ) as bar:
             for cs in self._family_groups(len(y_all), len(grid), dtype):
-                bases = [pl.Basis(families[c], device, dtype) for c in cs]
+                bases = [design.Basis(families[c], device, dtype) for c in cs]
                 self._fit_group(cs, bases, (X_train, X_val), y_all_t, grid, bar)
         return self
 
@@ -219,17 +216,17 @@ class ProbeBank:
         return groups
 
     def _fit_group(
-        self, cs: list[int], bases: list[pl.Basis], X: tuple[np.ndarray, np.ndarray],
+        self, cs: list[int], bases: list[design.Basis], X: tuple[np.ndarray, np.ndarray],
         y_all: torch.Tensor, grid: torch.Tensor, bar: tqdm,
     ) -> None:
         """Materialise, standardise and precondition a group of families; solve k by k."""
         t0 = time.perf_counter()
         n_tr = int(X[0].shape[0])
-        Zs = dict(zip(cs, pl.materialize([(X[0], "X_train"), (X[1], "X_val")], bases,
+        Zs = dict(zip(cs, design.materialize([(X[0], "X_train"), (X[1], "X_val")], bases,
                                          grid.device, grid.dtype)))
         chol = {}
         for c in cs:
-            self.stats_[c] = tuple(t.cpu() for t in pl.standardize_(Zs[c], n_tr,
+            self.stats_[c] = tuple(t.cpu() for t in design.standardize_(Zs[c], n_tr,
                                                                      self.standardize))
             Zt = Zs[c][:n_tr]
             # softmax cross-entropy curvature at the uniform start is about 1/C per class
@@ -308,7 +305,7 @@ class ProbeBank:
         out: dict[tuple[int, int], torch.Tensor], device: torch.device, dtype: torch.dtype,
     ) -> None:
         """Fill ``out`` with the (n, C) logits on X of the unique probes of family c."""
-        (Z,) = pl.materialize([(X, "X")], [pl.Basis(self.families_[c], device, dtype)],
+        (Z,) = design.materialize([(X, "X")], [design.Basis(self.families_[c], device, dtype)],
                               device, dtype)
         mean, scale = (t.to(device) for t in self.stats_[c])
         Z[:, 1:].sub_(mean).div_(scale)
@@ -338,29 +335,25 @@ class ProbeBank:
                 raise InvalidValueError(f"k={k} was not probed for family {family_index}; "
                                         f"valid choices: {list(fam.ks)}")
             uids.append(self.plan_.alias[(self.plan_.canon[family_index], int(k))])
-        X = pl.check_features(X, "X", self.n_features_in_)
+        X = inputs.check_features(X, "X", self.n_features_in_)
         logits = self._logits(X, uids)
         return [torch.softmax(logits[u], dim=1).cpu().numpy() for u in uids]
 
     def evaluate(self, X_test: np.ndarray, y_test: np.ndarray) -> list[ProbeResult]:
         """Test every requested (family, k) probe; one ProbeResult per (family, k) in order."""
         self._check_fitted()
-        X_test = pl.check_features(X_test, "X_test", self.n_features_in_)
-        y = pl.encode(pl.check_labels(y_test, X_test.shape[0], "y_test"), self.classes_,
+        X_test = inputs.check_features(X_test, "X_test", self.n_features_in_)
+        y = inputs.encode(inputs.check_labels(y_test, X_test.shape[0], "y_test"), self.classes_,
                       "y_test")
         uids = sorted({u for _, _, u in self.plan_.requests})
         logits = self._logits(X_test, uids)
         shares = {u: sum(1 for *_, v in self.plan_.requests if v == u) for u in uids}
-        C = len(self.classes_)
-        counts = np.bincount(y, minlength=C)
         results = []
         for i, j, u in self.plan_.requests:
             fam, fit = self.families_[i], self.fitted_[u]
             proba = torch.softmax(logits[u], dim=1).cpu().numpy()
             pred = proba.argmax(1)
-            hits = np.bincount(y[pred == y], minlength=C)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                per_class = np.where(counts > 0, hits / np.maximum(counts, 1), np.nan)
+            per_class = per_class_accuracy(y, pred, len(self.classes_))
             results.append(ProbeResult(
                 selector=fam.selector, seed=int(fam.seed), k=int(fam.ks[j]),
                 fraction=None if fam.fractions is None else float(fam.fractions[j]),

@@ -2,14 +2,18 @@
 
 Every epoch each training image is augmented afresh (:class:`~drprobe.sources.augment.Augment`),
 run through the frozen backbone up to the probed layer, mapped to each head's subset of neurons
-and fed to that head's linear layer. Defaults are the paper's: SGD (lr 0.1, momentum 0.9, weight
-decay 5e-4 -- use 1e-4 for non-CIFAR tasks), StepLR gamma 0.1 every 20 of 100 epochs, batch 256,
-10% of the training images held out (stratified) for validation, and the head of the epoch with
-the best validation accuracy is kept (ties: the earliest epoch).
+and fed to that head's linear layer. Defaults are the paper's scripts'
+(:mod:`~drprobe.probes.faithful_settings`): SGD (lr 0.1, momentum 0.9, weight decay 1e-4; the
+paper used 5e-4 for CIFAR and Places365, which a job picks by dataset), StepLR gamma 0.1 every
+10 of 50 epochs, batch 256, 10% of the training images held out (stratified) for validation,
+and the head of the epoch with the best validation accuracy is kept (ties: the earliest epoch).
 
 :class:`FaithfulBank` trains many heads at once -- every (family, k) of a list of
-:class:`~drprobe.selectors.SubsetFamily` -- on the same augmented batch: one backbone forward per
-batch serves all heads, which is what makes the protocol affordable. :class:`FaithfulProbe` is
+:class:`~drprobe.selectors.SubsetFamily`. Each probe seed is its own run, as in the paper: the
+heads of the families of one seed draw their batch order and augmentations from one stream
+seeded by (random_state, seed), and share each augmented batch -- one backbone forward per batch
+serves all of them, which is what makes the protocol affordable (the cost grows with the number
+of seeds, not of heads). :class:`FaithfulProbe` is
 the one-head case. :func:`augmented_features` is the middle ground between this and the `cached`
 protocol: K augmented views per training image as an ordinary feature matrix for the
 :class:`~drprobe.probes.bank.ProbeBank`.
@@ -20,6 +24,8 @@ the SGD state are the only things that learn. Weight decay applies to weights an
 ``torch.optim.SGD`` on all head parameters). Heads start from ``nn.Linear``'s default init
 (U(-1/sqrt(k), 1/sqrt(k))) drawn from a generator seeded by (random_state, family seed,
 selector, k), so a head's training does not depend on which other heads share its batches.
+Memory: the clean validation and test features per family, plus one augmented batch through the
+backbone; the recorded batch orders take epochs x n_train integers per seed.
 """
 
 from __future__ import annotations
@@ -27,19 +33,33 @@ from __future__ import annotations
 import math
 import sys
 import time
-import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from drprobe.devices import resolve_device
 from drprobe.errors import InvalidValueError
 from drprobe.features.extract import feature_dim
-from drprobe.probes import plan as pl
+from drprobe.metrics.fairness import per_class_accuracy
+from drprobe.probes import design, inputs
 from drprobe.probes.bank import ProbeResult
+from drprobe.probes.faithful_settings import (
+    BATCH_SIZE,
+    EPOCHS,
+    GAMMA,
+    LR,
+    MOMENTUM,
+    STEP_SIZE,
+    WEIGHT_DECAY,
+    head_seed,
+    split_positions,
+    stream_seed,
+)
 from drprobe.selectors import SubsetFamily
 from drprobe.sources.augment import (
     Augment,
@@ -47,22 +67,13 @@ from drprobe.sources.augment import (
     augmented_features,
     check_images,
     image_bundle,
-    resolve_device,
     training_augment,
 )
-from drprobe.sources.data.base import train_val_split
 from drprobe.sources.layers import layer_features, resolve_layer
 from drprobe.sources.models import ModelBundle
 from drprobe.sources.transforms import preprocess
 
-__all__ = ["FaithfulBank", "FaithfulProbe", "augmented_features", "head_seed"]
-
-
-def head_seed(random_state: int, family: SubsetFamily, k: int) -> int:
-    """Seed of the initial weights of head (family, k): a function of these alone."""
-    tag = zlib.crc32(family.selector.encode())
-    return int(np.random.SeedSequence([int(random_state), int(family.seed), int(k), tag])
-               .generate_state(1)[0])
+__all__ = ["FaithfulBank", "FaithfulProbe", "augmented_features", "head_seed", "stream_seed"]
 
 
 def _clean_features(
@@ -72,27 +83,6 @@ def _clean_features(
     for lo in range(0, len(images), batch):
         x = preprocess(images[lo:lo + batch], size, bundle.mean, bundle.std)
         yield layer_features(bundle, layer, x, pooling).float()
-
-
-class _Basis:
-    """A family's first ``m`` basis coordinates as a torch map (b, d) -> (b, m) on a device."""
-
-    def __init__(self, fam: SubsetFamily, m: int, device: torch.device) -> None:
-        self.idx = self.comp = self.mean = None
-        if fam.indices is not None:
-            self.idx = torch.as_tensor(np.asarray(fam.indices)[:m], dtype=torch.long,
-                                       device=device)
-        else:
-            comp = np.asarray(fam.components)[:, :m]
-            self.comp = torch.as_tensor(comp, dtype=torch.float32, device=device)
-            if fam.mean is not None:
-                self.mean = torch.as_tensor(np.asarray(fam.mean), dtype=torch.float32,
-                                            device=device)
-
-    def __call__(self, f: torch.Tensor) -> torch.Tensor:
-        if self.idx is not None:
-            return f.index_select(1, self.idx)
-        return (f if self.mean is None else f - self.mean) @ self.comp
 
 
 class FaithfulBank:
@@ -110,21 +100,24 @@ class FaithfulBank:
         augment: the training augmentation (None = ``Augment(image_size)`` with its defaults);
             its ``size`` must equal the input size.
         device: ``"cpu"`` or ``"cuda[:i]"``; backbone, images and heads all run there.
-        random_state: seeds the split, batch order, augmentations and head inits.
+        random_state: seeds the split, and with each family's seed, the batch order,
+            augmentations (one stream per family seed) and head inits.
         progress: show a progress bar over epochs.
 
     Learned attributes: ``classes_`` (C,), ``heads_`` (list of (family index, k)),
     ``coefs_`` / ``intercepts_`` (per head, (C, k) / (C,) at the best epoch), ``best_epoch_``
     (H,), ``val_acc_`` (H,), ``history_`` (``"lr"`` (E,), ``"train_loss"`` (H, E) mean batch
     loss, ``"val_acc"`` (H, E)), ``train_indices_`` / ``val_indices_`` (positions in the
-    training images), ``steps_per_epoch_``, ``fit_seconds_``, ``bundle_`` (the loaded model).
+    training images), ``batch_orders_`` (family seed -> (E, n_train) positions in the order each
+    epoch drew them), ``steps_per_epoch_``, ``fit_seconds_``, ``bundle_`` (the loaded model).
     """
 
     def __init__(
         self, model: str | ModelBundle, families: Sequence[SubsetFamily],
         layer: str = "penultimate", *, pooling: str = "avg", image_size: int | None = None,
-        epochs: int = 100, step_size: int = 20, gamma: float = 0.1, batch_size: int = 256,
-        lr: float = 0.1, momentum: float = 0.9, weight_decay: float = 5e-4,
+        epochs: int = EPOCHS, step_size: int = STEP_SIZE, gamma: float = GAMMA,
+        batch_size: int = BATCH_SIZE, lr: float = LR, momentum: float = MOMENTUM,
+        weight_decay: float = WEIGHT_DECAY,
         val_fraction: float = 0.1, augment: Augment | None = None, device: str = "cpu",
         random_state: int = 0, progress: bool = True,
     ) -> None:
@@ -171,10 +164,10 @@ class FaithfulBank:
         size = int(self.image_size or bundle.input_size)
         return bundle, layer, size, training_augment(self.augment, size)
 
-    def _bases(self, dev: torch.device) -> list[_Basis]:
-        return [_Basis(fam, int(max(fam.ks)), dev) for fam in self.families_]
+    def _bases(self, dev: torch.device) -> list[design.Basis]:
+        return [design.Basis(fam, dev, torch.float32, int(max(fam.ks))) for fam in self.families_]
 
-    def _features(self, bundle: ModelBundle, images: np.ndarray, bases: list[_Basis]
+    def _features(self, bundle: ModelBundle, images: np.ndarray, bases: list[design.Basis]
                   ) -> list[torch.Tensor]:
         """Per family, the (n, m_f) basis coordinates of the clean ``images``."""
         parts: list[list[torch.Tensor]] = [[] for _ in bases]
@@ -185,14 +178,17 @@ class FaithfulBank:
         return [torch.cat(p) for p in parts]
 
     # ----------------------------------------------------------------------------- fit
-    def fit(self, images: np.ndarray, labels: np.ndarray) -> FaithfulBank:
+    def fit(self, images: np.ndarray, labels: np.ndarray, train_idx: np.ndarray | None = None,
+            val_idx: np.ndarray | None = None) -> FaithfulBank:
         """Train every head on ``images`` (n, H, W[, 3]) uint8 / float in [0, 1] with
-        ``labels`` (n,); 10% (``val_fraction``) of them are held out for validation."""
+        ``labels`` (n,). Validation: the positions ``val_idx`` (training on ``train_idx``) when
+        given -- e.g. the split a job made for the cached features of the same images -- else a
+        stratified ``val_fraction`` of the images drawn with ``random_state``."""
         t_start = time.perf_counter()
         bundle, self.layer_, self.size_, aug = self._setup()
         self.bundle_ = bundle
         images = check_images(images, "images")
-        y = pl.check_labels(labels, images.shape[0], "labels")
+        y = inputs.check_labels(labels, images.shape[0], "labels")
         self.classes_ = np.unique(y)
         if len(self.classes_) < 2:
             raise InvalidValueError(f"labels have {len(self.classes_)} class; need at least 2")
@@ -201,22 +197,27 @@ class FaithfulBank:
             raise InvalidValueError("families is empty; pass at least one SubsetFamily")
         d = feature_dim(bundle, self.layer_, self.pooling, self.size_)
         for i, fam in enumerate(families):
-            pl.check_family(fam, i, d)
+            inputs.check_family(fam, i, d)
         self.families_ = families
         self.heads_ = [(i, int(k)) for i, fam in enumerate(families) for k in fam.ks]
         dev = resolve_device(self.device)
         bases = self._bases(dev)
-        tr, va = train_val_split(y, self.val_fraction, int(self.random_state))
+        tr, va = split_positions(y, train_idx, val_idx, self.val_fraction, int(self.random_state))
         self.train_indices_, self.val_indices_ = tr, va
-        y_idx = torch.as_tensor(pl.encode(y, self.classes_, "labels"), device=dev)
+        y_idx = torch.as_tensor(inputs.encode(y, self.classes_, "labels"), device=dev)
         y_val = y_idx[torch.as_tensor(va, device=dev)]
         Z_val = self._features(bundle, images[va], bases)
         params = self._init_heads(dev)
         opt = torch.optim.SGD([p for pair in params for p in pair], lr=self.lr,
                               momentum=self.momentum, weight_decay=self.weight_decay)
         sched = torch.optim.lr_scheduler.StepLR(opt, int(self.step_size), self.gamma)
-        g = torch.Generator().manual_seed(int(self.random_state))
+        streams: dict[int, list[int]] = {}  # family seed -> its heads: one run per probe seed
+        for h, (i, _) in enumerate(self.heads_):
+            streams.setdefault(int(families[i].seed), []).append(h)
+        gens = {s: torch.Generator().manual_seed(stream_seed(self.random_state, s))
+                for s in streams}
         H, E = len(self.heads_), int(self.epochs)
+        self.batch_orders_ = {s: np.empty((E, len(tr)), dtype=np.int64) for s in streams}
         self.history_ = {"lr": np.zeros(E), "train_loss": np.zeros((H, E)),
                          "val_acc": np.zeros((H, E))}
         self.best_epoch_ = np.full(H, -1)
@@ -228,9 +229,12 @@ class FaithfulBank:
                    disable=not self.progress)
         for epoch in bar:
             self.history_["lr"][epoch] = opt.param_groups[0]["lr"]
-            order = tr[torch.randperm(len(tr), generator=g).numpy()]
-            loss = self._epoch(bundle, images, order, y_idx, aug, g, bases, params, opt)
-            self.history_["train_loss"][:, epoch] = loss
+            for seed, heads in streams.items():
+                g = gens[seed]
+                order = tr[torch.randperm(len(tr), generator=g).numpy()]
+                self.batch_orders_[seed][epoch] = order
+                self.history_["train_loss"][heads, epoch] = self._epoch(
+                    bundle, images, order, y_idx, aug, g, bases, params, opt, heads)
             sched.step()
             self._validate(epoch, params, Z_val, y_val)
             bar.set_postfix(val=f"{self.history_['val_acc'][:, epoch].mean():.3f}")
@@ -250,20 +254,24 @@ class FaithfulBank:
 
     def _epoch(
         self, bundle: ModelBundle, images: np.ndarray, order: np.ndarray, y_idx: torch.Tensor,
-        aug: Augment, g: torch.Generator, bases: list[_Basis],
+        aug: Augment, g: torch.Generator, bases: list[design.Basis],
         params: list[tuple[torch.Tensor, torch.Tensor]], opt: torch.optim.Optimizer,
+        heads: list[int],
     ) -> np.ndarray:
-        """One pass over the training images; returns each head's mean batch loss (H,)."""
-        totals = torch.zeros(len(params), dtype=torch.float64)
+        """One pass over the training images for the heads ``heads`` of one stream (their
+        batches and augmentations drawn from ``g``); returns their mean batch losses."""
+        totals = torch.zeros(len(heads), dtype=torch.float64)
         dev = params[0][0].device
+        fams = sorted({self.heads_[h][0] for h in heads})
         for lo in range(0, len(order), int(self.batch_size)):
             idx = order[lo:lo + int(self.batch_size)]
             x = augment_images(images[idx], aug, bundle.mean, bundle.std, g, dev)
             f = layer_features(bundle, self.layer_, x, self.pooling).float().clone()
-            Z = [basis(f) for basis in bases]
+            Z = {i: bases[i](f) for i in fams}
             target = y_idx[torch.as_tensor(idx, device=dev)]
-            losses = torch.stack([F.cross_entropy(Z[i][:, :k] @ W.T + b, target)
-                                  for (i, k), (W, b) in zip(self.heads_, params)])
+            losses = torch.stack([
+                F.cross_entropy(Z[i][:, :k] @ params[h][0].T + params[h][1], target)
+                for h in heads for i, k in (self.heads_[h],)])
             opt.zero_grad(set_to_none=True)
             losses.sum().backward()
             opt.step()
@@ -311,18 +319,15 @@ class FaithfulBank:
         kept (best-validation) epoch, ``fit_seconds`` the head's share of the fit time."""
         self._check_fitted()
         images = check_images(images, "images")
-        y = pl.encode(pl.check_labels(labels, images.shape[0], "labels"), self.classes_,
+        y = inputs.encode(inputs.check_labels(labels, images.shape[0], "labels"), self.classes_,
                       "labels")
-        C, results = len(self.classes_), []
-        counts = np.bincount(y, minlength=C)
+        results = []
         best_epochs, val_accs = self._head_stats()
         for h, proba in enumerate(self.predict_proba_all(images)):
             i, k = self.heads_[h]
             fam = self.families_[i]
             pred = proba.argmax(1)
-            hits = np.bincount(y[pred == y], minlength=C)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                per_class = np.where(counts > 0, hits / np.maximum(counts, 1), np.nan)
+            per_class = per_class_accuracy(y, pred, len(self.classes_))
             j = list(fam.ks).index(k)
             results.append(ProbeResult(
                 selector=fam.selector, seed=int(fam.seed), k=k,
@@ -339,25 +344,16 @@ class FaithfulBank:
 class FaithfulProbe(FaithfulBank):
     """One linear head on the first ``k`` coordinates of ``family``, trained faithfully.
 
-    Same arguments and training as :class:`FaithfulBank` with a single head (and the same
+    Same keyword settings and training as :class:`FaithfulBank` (``pooling``, ``epochs``, ...,
+    ``random_state``) with a single head (and the same
     result as that head inside a larger bank, given the same ``random_state``). Learned:
     ``coef_`` (C, k), ``intercept_`` (C,), ``best_epoch_`` / ``val_acc_`` (scalars),
     ``history_`` with ``"lr"``, ``"train_loss"``, ``"val_acc"`` each of shape (E,).
     """
 
-    def __init__(
-        self, model: str | ModelBundle, family: SubsetFamily, k: int,
-        layer: str = "penultimate", *, pooling: str = "avg", image_size: int | None = None,
-        epochs: int = 100, step_size: int = 20, gamma: float = 0.1, batch_size: int = 256,
-        lr: float = 0.1, momentum: float = 0.9, weight_decay: float = 5e-4,
-        val_fraction: float = 0.1, augment: Augment | None = None, device: str = "cpu",
-        random_state: int = 0, progress: bool = True,
-    ) -> None:
-        super().__init__(
-            model, [], layer, pooling=pooling, image_size=image_size, epochs=epochs,
-            step_size=step_size, gamma=gamma, batch_size=batch_size, lr=lr, momentum=momentum,
-            weight_decay=weight_decay, val_fraction=val_fraction, augment=augment,
-            device=device, random_state=random_state, progress=progress)
+    def __init__(self, model: str | ModelBundle, family: SubsetFamily, k: int,
+                 layer: str = "penultimate", **settings: Any) -> None:
+        super().__init__(model, [], layer, **settings)
         self.family = family
         self.k = k
 

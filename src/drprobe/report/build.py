@@ -23,21 +23,15 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from drprobe.errors import InvalidValueError
-from drprobe.experiment.derived import efficiency_table
 from drprobe.experiment.query import query, result_parts, run_table
-from drprobe.experiment.store import atomic_path
-from drprobe.experiment.study import per_job
-from drprobe.report.compare import COMPARE_FIGURES
-from drprobe.report.figures import FRACTION_FIGURES, FigureSkipped
+from drprobe.experiment.store import JOB_KEYS, atomic_path
+from drprobe.experiment.summary import summarize
+from drprobe.report.comparisons import COMPARE_FIGURES
+from drprobe.report.curves import FRACTION_FIGURES
 from drprobe.report.html import FigureEntry, Skipped, render_page
-from drprobe.report.tables import (
-    JOB,
-    dr_table,
-    fairness_table,
-    model_table,
-    run_meta,
-    summary_from_results,
-)
+from drprobe.report.run_tables import efficiency_table, per_job
+from drprobe.report.style import FigureSkipped
+from drprobe.report.tables import dr_table, fairness_table, model_table, run_meta
 
 FORMATS = ("png", "pdf", "svg")
 DPI = 100
@@ -68,10 +62,10 @@ def slug(text: str) -> str:
 def load_tables(run: Path, results: pd.DataFrame) -> tuple[dict, dict[str, str]]:
     """The summary and efficiency tables (read, or rebuilt from ``results``) and their sources."""
     tables, sources = {}, {}
-    for name, rebuild in (("summary", summary_from_results),
+    for name, rebuild in (("summary", partial(summarize, by=JOB_KEYS)),
                           ("efficiency", partial(per_job, efficiency_table))):
         table = run_table(run, name)
-        keys = [k for k in JOB if k in results and results[k].nunique() > 1]
+        keys = [k for k in JOB_KEYS if k in results and results[k].nunique() > 1]
         if table is not None and not table.empty and all(k in table for k in keys):
             where = f"{name}.csv" if (run / f"{name}.csv").is_file() else f"{name}/*.parquet"
             tables[name], sources[name] = table, where

@@ -1,46 +1,15 @@
-"""The report's tables: DR per curve, the per-model table and the run metadata.
-
-Also rebuilds the summary from the per-probe results when a run folder lacks ``summary.csv``
-(the rebuilt summary has no bootstrap interval: that needs the probes' test predictions, which
-the results do not keep); a missing ``efficiency.csv`` is rebuilt with
-:func:`drprobe.experiment.study.per_job`.
-"""
+"""The report page's tables: DR per curve, the per-model table, the fairness trend and the run
+metadata."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
-from drprobe.experiment.study import JOB_KEYS, dr_interval, k_or_dash, summary_table
-from drprobe.metrics.redundancy import dr_summary
-from drprobe.report.figures import main_selector
-
-JOB = JOB_KEYS
-CURVE = JOB + ["selector"]
-
-
-def summary_from_results(results: pd.DataFrame) -> pd.DataFrame:
-    """DR summary per (job, selector, delta) from the per-probe rows (no bootstrap interval).
-
-    The full-layer accuracy of a job is the mean test accuracy of its k = d probes of the
-    headline selector, as in :func:`drprobe.experiment.analysis.summarize`.
-    """
-    rows = []
-    for job, df in results.groupby(JOB, sort=False):
-        main = df[df["selector"] == main_selector(df)]
-        full_acc = float(main.loc[main["k"] == main["d"], "test_acc"].mean())
-        for sel, g in df.groupby("selector", sort=False):
-            curve = g.pivot_table(index="seed", columns="fraction", values="test_acc")
-            fr = curve.columns.to_numpy(dtype=float)
-            ks = g.groupby("fraction")["k"].first().reindex(fr).to_numpy()
-            cka = g.groupby("fraction")["cka"].mean().reindex(fr).to_numpy()
-            acc_rows = dr_summary(fr, ks, curve.to_numpy(), full_acc)
-            cka_rows = dr_summary(fr, ks, cka[None, :], 1.0)
-            for acc, by_cka in zip(acc_rows, cka_rows):
-                rows.append({**dict(zip(JOB, job)), "selector": sel, "d": int(g["d"].iloc[0]),
-                             "full_acc": full_acc, **acc, "dr_low": np.nan, "dr_high": np.nan,
-                             "dr_cka": by_cka["dr"], "k_star_cka": by_cka["k_star"]})
-    return pd.DataFrame(rows)
+from drprobe.experiment.store import CURVE_KEYS, JOB_KEYS
+from drprobe.report.run_tables import dr_interval, k_or_dash, summary_table
+from drprobe.report.style import HEADLINE_DELTA
+from drprobe.selectors import headline_selector
 
 
 def dr_table(summary: pd.DataFrame) -> pd.DataFrame:
@@ -53,25 +22,25 @@ def model_table(results: pd.DataFrame, summary: pd.DataFrame | None) -> pd.DataF
     full width, DR_0.9 with interval and k*, DR on CKA, probes and fit seconds.
     """
     out = []
-    for job, df in results.groupby(JOB, sort=False):
-        sel = main_selector(df)
+    for job, df in results.groupby(JOB_KEYS, sort=False):
+        sel = headline_selector(df["selector"])
         main = df[df["selector"] == sel]
         full = main[main["k"] == main["d"]]
-        row = {**dict(zip(JOB, job)), "selector": sel, "d": int(df["d"].iloc[0]),
+        row = {**dict(zip(JOB_KEYS, job)), "selector": sel, "d": int(df["d"].iloc[0]),
                "full_acc": round(float(full["test_acc"].mean()), 4),
                "full_gini": round(float(full["gini"].mean()), 4),
                "full_worst_class": round(float(full["worst_class_acc"].mean()), 4)}
         if summary is not None and not summary.empty:
             hit = summary
-            for col, value in (*zip(JOB, job), ("selector", sel)):
+            for col, value in (*zip(JOB_KEYS, job), ("selector", sel)):
                 if col in hit:
                     hit = hit[hit[col] == value]
-            hit = hit[hit["delta"].round(6) == 0.9]
+            hit = hit[hit["delta"].round(6) == HEADLINE_DELTA]
             if not hit.empty:
-                r = hit.iloc[0]
-                row.update({"DR_0.9": round(float(r["dr"]), 3), "CI_0.9": dr_interval(r),
-                            "k*_0.9": k_or_dash(r["k_star"]),
-                            "DR_cka_0.9": round(float(r.get("dr_cka", np.nan)), 3)})
+                r, tag = hit.iloc[0], f"{HEADLINE_DELTA:g}"
+                row.update({f"DR_{tag}": round(float(r["dr"]), 3), f"CI_{tag}": dr_interval(r),
+                            f"k*_{tag}": k_or_dash(r["k_star"]),
+                            f"DR_cka_{tag}": round(float(r.get("dr_cka", np.nan)), 3)})
         row["probes"] = len(df)
         if "fit_seconds" in df:
             row["fit_s"] = round(float(df["fit_seconds"].sum()), 2)
@@ -81,7 +50,7 @@ def model_table(results: pd.DataFrame, summary: pd.DataFrame | None) -> pd.DataF
 
 def fairness_table(fairness: pd.DataFrame) -> pd.DataFrame:
     """The run's Gini trend test (``fairness.csv``) with its job and selector columns first."""
-    first = [c for c in CURVE if c in fairness]
+    first = [c for c in CURVE_KEYS if c in fairness]
     return fairness[first + [c for c in fairness.columns if c not in first]]
 
 

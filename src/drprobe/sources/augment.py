@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from drprobe.devices import resolve_device
 from drprobe.errors import InvalidValueError
 from drprobe.sources.adapters.tokens import is_text
 from drprobe.sources.layers import layer_features, resolve_layer
@@ -250,17 +251,6 @@ def augment_images(
 
 
 # ------------------------------------------------------------------- through a backbone
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """``torch.device(device)``; an invalid name or CUDA without a GPU is an InvalidValueError."""
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as err:
-        raise InvalidValueError(f"device {device!r} invalid; use 'cpu' or 'cuda[:i]'") from err
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise InvalidValueError(f"device {device!r} requested but CUDA is unavailable")
-    return dev
 
 
 def image_bundle(model: str | ModelBundle, device: torch.device) -> ModelBundle:

@@ -11,7 +11,7 @@ when a spec with that prefix is loaded, so ``import drprobe`` stays fast without
 
 from __future__ import annotations
 
-from drprobe.sources.adapters import hf, libs, module
+from drprobe.sources.adapters import ckpt, hf, libs, module
 from drprobe.sources.adapters.hf import load_hf
 from drprobe.sources.adapters.module import from_factory, wrap_module
 from drprobe.sources.adapters.tokens import HiddenStatesBundle, is_text
@@ -23,3 +23,4 @@ register_prefix("module", module.factory)
 register_prefix("hf", hf.factory)
 register_prefix("timm", libs.timm_factory)
 register_prefix("torchvision", libs.torchvision_factory)
+register_prefix("ckpt", ckpt.factory)

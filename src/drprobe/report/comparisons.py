@@ -3,7 +3,7 @@
 They read the DR summary (one row per model, weights, layer, dataset, selector, delta: columns
 full_acc, dr, dr_low, dr_high, k_star) or the efficiency table (one row per job, selector and
 k: test_acc, probe_params, on_frontier). Each returns a Figure or raises
-:class:`~drprobe.report.figures.FigureSkipped`.
+:class:`~drprobe.report.style.FigureSkipped`.
 """
 
 from __future__ import annotations
@@ -12,9 +12,14 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from drprobe.report.figures import FigureSkipped, ordered, panel_grid, series_label
-
-HEADLINE_DELTA = 0.9
+from drprobe.report.style import (
+    HEADLINE_DELTA,
+    FigureSkipped,
+    ordered,
+    panel_grid,
+    series_label,
+)
+from drprobe.selectors import headline_selector
 
 
 def headline(summary: pd.DataFrame, delta: float = HEADLINE_DELTA) -> pd.DataFrame:
@@ -24,7 +29,7 @@ def headline(summary: pd.DataFrame, delta: float = HEADLINE_DELTA) -> pd.DataFra
     """
     if summary is None or summary.empty or "dr" not in summary:
         raise FigureSkipped("the run has no DR summary (summary.csv)")
-    sel = "random" if "random" in set(summary["selector"]) else summary["selector"].iloc[0]
+    sel = headline_selector(summary["selector"])
     rows = summary[(summary["selector"] == sel) & (summary["delta"].round(6) == delta)]
     if rows.empty:
         raise FigureSkipped(f"the DR summary has no row at delta = {delta:g}")
@@ -53,7 +58,7 @@ def dr_figure(summary: pd.DataFrame) -> Figure:
     """DR_delta of every job for every delta, with bootstrap intervals (headline selector)."""
     if summary is None or summary.empty or "dr" not in summary:
         raise FigureSkipped("the run has no DR summary (summary.csv)")
-    sel = "random" if "random" in set(summary["selector"]) else summary["selector"].iloc[0]
+    sel = headline_selector(summary["selector"])
     df = summary[summary["selector"] == sel]
     deltas = sorted(df["delta"].round(6).unique())
     jobs = df[df["delta"].round(6) == deltas[0]].reset_index(drop=True)

@@ -1,0 +1,111 @@
+"""Selectors: maps from a d-neuron layer to k features (random subsets, prefixes, PCA, projections).
+
+Every selector family is *nested*: for a fixed selector and seed, the k-feature map is the first k
+columns of one d x m basis. :class:`SubsetFamily` is that basis; the probe bank and the CKA code
+consume families so that all sizes k of one family share one computation.
+
+The classes live in :mod:`~drprobe.selectors.estimators` and :mod:`~drprobe.selectors.greedy`,
+the family and the subset sizes in :mod:`~drprobe.selectors.family`; this module holds the
+registry :data:`SELECTORS`, :func:`make_family` and the headline-selector rule.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from itertools import pairwise
+from typing import Any
+
+import numpy as np
+
+from drprobe.errors import InvalidValueError, unknown
+from drprobe.selectors.estimators import (
+    PCALeast,
+    PCATop,
+    PrefixSubset,
+    RandomProjectionGauss,
+    RandomProjectionUniform,
+    RandomSubset,
+    Selector,
+    VarianceRanked,
+    WeightNormRanked,
+    need_labels,
+)
+from drprobe.selectors.family import PAPER_FRACTIONS, SubsetFamily, apply_basis, resolve_ks
+from drprobe.selectors.greedy import GreedyForward
+
+__all__ = [
+    "HEADLINE_SELECTOR", "PAPER_FRACTIONS", "SELECTORS", "GreedyForward",
+    "PCALeast", "PCATop", "PrefixSubset", "RandomProjectionGauss", "RandomProjectionUniform",
+    "RandomSubset", "SubsetFamily", "VarianceRanked", "WeightNormRanked", "apply_basis",
+    "headline_selector",
+    "is_seeded", "make_family", "resolve_ks",
+]
+
+SELECTORS: dict[str, type[Selector]] = {
+    "random": RandomSubset,
+    "prefix": PrefixSubset,
+    "pca_top": PCATop,
+    "pca_least": PCALeast,
+    "randproj_uniform": RandomProjectionUniform,
+    "randproj_gauss": RandomProjectionGauss,
+    "variance": VarianceRanked,
+    "weight_norm": WeightNormRanked,
+    "greedy": GreedyForward,
+}
+
+
+#: The selector whose curves are the headline (and whose k = d probes give the full-layer
+#: accuracy) when a run has it; otherwise the run's first selector.
+HEADLINE_SELECTOR = "random"
+
+
+def headline_selector(selectors: Iterable[str]) -> str:
+    """The headline selector among ``selectors`` (in order): ``random`` if present, else the
+    first one."""
+    names = list(dict.fromkeys(selectors))
+    return HEADLINE_SELECTOR if HEADLINE_SELECTOR in names else names[0]
+
+
+def is_seeded(name: str) -> bool:
+    """Whether selector ``name``'s basis depends on the seed (one family per seed)."""
+    if name not in SELECTORS:
+        raise unknown("selector", name, SELECTORS)
+    return SELECTORS[name].seeded
+
+
+def make_family(
+    name: str, X_train: Any, ks: Sequence[int], seed: int = 0, y_train: Any = None,
+    X_val: Any = None, y_val: Any = None, fractions: Sequence[float] | None = None,
+    cross: Any = None,
+) -> SubsetFamily:
+    """Fit selector ``name`` once at width m = max(ks) on X_train (n, d) and wrap it as a family.
+
+    ``cross``: optional :class:`~drprobe.metrics.cka.CrossProductStats` of X_train, reused by
+    the PCA selectors. The family's seed is ``seed`` for randomised selectors (and for greedy
+    when it draws its own validation split), else 0.
+    """
+    if name not in SELECTORS:
+        raise unknown("selector", name, SELECTORS)
+    cls = SELECTORS[name]
+    d = int(X_train.shape[1])
+    ks = [int(k) for k in ks]
+    if not ks or ks[0] < 1 or ks[-1] > d or any(b <= a for a, b in pairwise(ks)):
+        raise InvalidValueError(f"ks must be strictly increasing integers in [1, {d}]; got {ks}")
+    if fractions is not None and len(fractions) != len(ks):
+        raise InvalidValueError(f"got {len(fractions)} fractions for {len(ks)} ks; need one each")
+    if cls.needs_labels:
+        need_labels(name, y_train)
+    est = cls(n_components=ks[-1], random_state=seed)
+    if isinstance(est, GreedyForward):
+        est.fit(X_train, y_train, X_val=X_val, y_val=y_val)
+    elif isinstance(est, PCATop):
+        est.fit(X_train, cross=cross)
+    else:
+        est.fit(X_train, y_train)
+    seeded = cls.seeded or (isinstance(est, GreedyForward) and X_val is None)
+    fam_seed = int(seed) if seeded and seed is not None else 0
+    fracs = None if fractions is None else [float(f) for f in fractions]
+    if est.kind == "coordinate":
+        return SubsetFamily(name, fam_seed, ks, indices=np.asarray(est.indices_), fractions=fracs)
+    mean = est.mean_ if isinstance(est, PCATop) else None
+    return SubsetFamily(name, fam_seed, ks, components=est.components_, mean=mean, fractions=fracs)
