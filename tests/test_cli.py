@@ -112,7 +112,14 @@ def test_checkpoint_with_wrong_keys_is_refused(capsys, tmp_path):
     assert not out.exists() and not (tmp_path / "cache").exists()
 
 
-COMMANDS = ["demo", "run", "extract", "probe", "layers", "models", "datasets", "report", "results"]
+COMMANDS = ["demo", "run", "pretrain", "extract", "probe", "layers", "models", "datasets",
+            "report", "results"]
+
+
+def test_every_command_is_covered_here():
+    from drprobe.cli import app
+
+    assert sorted(COMMANDS) == sorted(app.commands)
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -184,6 +191,7 @@ def test_results_prints_the_runs_table(probe_run, capsys):
     assert code == 0 and out.split()[-1] == str(len(parts))
 
 
+@pytest.mark.slow  # draws and renders every figure of a run
 def test_report_draws_every_figure_it_lists(probe_run, capsys, tmp_path):
     code, out, _ = run(capsys, "report", str(probe_run), "--out", str(tmp_path / "rep"),
                        "--formats", "svg", "--no-progress")

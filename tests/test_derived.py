@@ -71,6 +71,7 @@ def test_null_baselines_sit_at_chance(digits):
         null_inputs("uniform", Xtr, ytr, Xte)
 
 
+@pytest.mark.slow  # one probe-bank fit per bisection step
 def test_refine_critical_fraction_brackets_the_crossing(digits):
     Xtr, ytr, Xte, yte = digits
     out = refine_critical_fraction(Xtr, ytr, Xte, yte, delta=0.9, tol=0.02, seeds=(1, 2))

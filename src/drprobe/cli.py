@@ -169,7 +169,7 @@ def run(config, out, executor, address, dry_run, cache_dir, progress) -> None:
         jobs = plan_jobs(cfg)
         check_run_folder(cfg, out)
         done = {j.id for j in jobs if part_path(out, "results", j.id).exists()}
-        click.echo(format_plan(cfg, jobs, done))
+        click.echo(format_plan(cfg, jobs, done, widths=True))
         return
     output = run_experiment(cfg, out, executor=executor, address=address, cache_dir=cache_dir,
                             progress=progress,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -36,10 +36,15 @@ from drprobe.selectors import (
     resolve_ks,
 )
 from drprobe.sources.datasets import train_val_split
+from drprobe.wide import MemoryPlan, plan_memory
+from drprobe.wide.columns import release
+from drprobe.wide.layer import analyze_wide
+from drprobe.wide.memory import GIB
 
 #: Rows of the features read at a time by the finite check and the cross-product (CKA, PCA)
 #: accumulators.
 STATS_BLOCK_ROWS = 4096
+FINITE_BLOCK_BYTES = 64 * 2**20
 
 
 @dataclass
@@ -49,10 +54,15 @@ class LayerAnalysis:
     Attributes:
         results: one row per probe (results-contract columns).
         summary: one row per (selector, delta): full-layer accuracy, f*, DR, k* and a bootstrap CI.
+        plan: the memory plan the analysis followed (path and peak of each stage).
+        timings: seconds per phase of the wide path (scratch copies, CKA, PCA, probes by path);
+            empty on the feature-space path, whose rows carry fit/select seconds.
     """
 
     results: pd.DataFrame
     summary: pd.DataFrame
+    plan: MemoryPlan | None = None
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 def _check_xy(X: np.ndarray, y: np.ndarray, what: str) -> None:
@@ -65,11 +75,13 @@ def _check_xy(X: np.ndarray, y: np.ndarray, what: str) -> None:
 
 
 def _check_finite(X: np.ndarray, what: str) -> None:
-    """Refuse NaN or infinite features (X (n, d), read :data:`STATS_BLOCK_ROWS` rows at a
-    time)."""
-    rows = STATS_BLOCK_ROWS
+    """Refuse NaN or infinite features (X (n, d), read :data:`STATS_BLOCK_ROWS` rows, or fewer
+    for wide layers (about 64 MiB of float32), at a time; a memmap's pages are released after
+    each block)."""
+    rows = max(1, min(STATS_BLOCK_ROWS, FINITE_BLOCK_BYTES // (4 * max(1, X.shape[1]))))
     for lo in range(0, X.shape[0], rows):
         bad = ~np.isfinite(np.asarray(X[lo:lo + rows]))
+        release(X)
         if bad.any():
             i, j = np.argwhere(bad)[0]
             raise InvalidValueError(
@@ -112,6 +124,8 @@ def analyze_layer(
     context: Mapping[str, object] | None = None,
     bank: ProbeBank | CachedProtocol | FaithfulProtocol | None = None,
     progress: bool = True,
+    memory_budget_gb: float | None = None,
+    scratch_dir: str | None = None,
 ) -> LayerAnalysis:
     """Probe random subsets (and other selectors) of one layer and measure diffused redundancy.
 
@@ -130,12 +144,23 @@ def analyze_layer(
             :class:`ProbeBank` with ``keep_predictions=True`` (the ``cached`` protocol; default
             ``ProbeBank(keep_predictions=True)``) or a :class:`FaithfulProtocol`. Its name is
             recorded in every row's ``protocol``.
+        memory_budget_gb: the memory plan's budget (:func:`drprobe.wide.plan_memory`; default
+            a third of the machine's memory), decided before any work: when the probes' n×n
+            (sample-space) form is the smaller, or their feature-space form is over the budget,
+            the cached protocol runs through :func:`drprobe.wide.layer.analyze_wide` (CKA, PCA
+            and probes from Gram matrices, or the streaming solver); a stage with no path under
+            the budget is refused on one line. ``plan`` and ``timings`` of the result say what
+            ran.
+        scratch_dir: folder of the sample-space path's neuron-major copies (default: temp).
 
     Memory: the features stay where they are (a memmap stays on disk) and are read in row
     blocks; on top of the protocol's own working set (for the probe bank, about
     ``max_memory_gb``), the cross products take two d x d float64 matrices for the train split
     and four for the test split (debiased CKA), and a projection selector's debiased CKA reads
     the test split whole (n_test x d). Nothing grows with n_train beyond the block size.
+    That is the feature-space path; when the plan puts the probes in sample space or streaming
+    (wide layers), no d x d matrix is made and the peak is the plan's
+    (:mod:`drprobe.wide.memory`): O(n² + block·n + d·C) — see :attr:`LayerAnalysis.plan`.
 
     Returns:
         :class:`LayerAnalysis` with the per-probe table and the DR summary.
@@ -154,6 +179,21 @@ def analyze_layer(
     ks, fracs = resolve_ks(d, fractions=sorted(set(fractions or ()) | {1.0}), counts=counts)
 
     tr_idx, va_idx = train_val_split(y_train, val_fraction, split_seed)
+    bank_ = getattr(protocol, "bank", None)
+    plan = plan_memory(
+        n_train=len(tr_idx), n_val=len(va_idx), n_test=len(y_test), d=d, n_classes=n_classes,
+        selectors=selectors, n_l2=len(np.atleast_1d(getattr(bank_, "l2_grid", (1.0,)))),
+        ks=ks, budget_bytes=None if memory_budget_gb is None else int(memory_budget_gb * GIB))
+    if isinstance(bank_, ProbeBank) and plan.path("probes") != "feature":
+        t0 = time.perf_counter()
+        wide = analyze_wide(
+            X_train, y_train, X_test, y_test, tr_idx, va_idx, selectors=selectors, ks=ks,
+            fractions=fracs, seeds=seeds, bank=bank_, probes_path=plan.path("probes"),
+            budget_bytes=plan.budget_bytes, scratch_dir=scratch_dir, progress=progress)
+        wide.seconds["total"] = time.perf_counter() - t0
+        return _assemble(wide.probes, wide.cka, wide.cka_debiased, 0.0, protocol.name, d,
+                         n_classes, (len(tr_idx), len(va_idx), len(y_test)), y_test, context,
+                         deltas, n_boot, plan, wide.seconds)
     Xtr, Xva, Xte = RowView(X_train, tr_idx), RowView(X_train, va_idx), RowView(X_test)
     ytr, yva = y_train[tr_idx], y_train[va_idx]
 
@@ -175,15 +215,23 @@ def analyze_layer(
     test_stats = CrossProductStats.from_array(Xte, STATS_BLOCK_ROWS, device=cka_device)
     cka = {(f.selector, f.seed): dict(zip(f.ks, test_stats.family_cka(f))) for f in families}
     cka_db = {(f.selector, f.seed): _debiased_family_cka(test_stats, f, Xte) for f in families}
+    return _assemble(probes, cka, cka_db, select_seconds, protocol.name, d, n_classes,
+                     (len(tr_idx), len(va_idx), len(y_test)), y_test, context, deltas, n_boot,
+                     plan, {})
 
+
+def _assemble(probes, cka, cka_db, select_seconds, protocol_name, d, n_classes, sizes, y_test,
+              context, deltas, n_boot, plan, timings) -> LayerAnalysis:
+    """The per-probe table and the DR summary from probe results and CKA per (selector, seed);
+    ``sizes`` = (n_train, n_val, n_test)."""
     ctx = dict(context or {})
     rows = []
     for p in probes:
         rows.append({
             **ctx,
-            "n_train": len(tr_idx), "n_val": len(va_idx), "n_test": len(y_test),
+            "n_train": sizes[0], "n_val": sizes[1], "n_test": sizes[2],
             "n_classes": n_classes, "selector": p.selector, "fraction": p.fraction, "k": p.k,
-            "d": d, "seed": p.seed, "protocol": protocol.name, "l2": p.l2, "val_acc": p.val_acc,
+            "d": d, "seed": p.seed, "protocol": protocol_name, "l2": p.l2, "val_acc": p.val_acc,
             "test_acc": p.test_acc, "per_class_acc": [float(a) for a in p.per_class_acc],
             "gini": float(gini(p.per_class_acc)),
             "worst_class_acc": float(np.nanmin(p.per_class_acc)),
@@ -196,7 +244,7 @@ def analyze_layer(
     results = pd.DataFrame(rows)
     correct = {(p.selector, int(p.seed), int(p.k)): p.test_pred == y_test for p in probes}
     summary = summarize(results, correct, deltas=deltas, n_boot=n_boot, context=ctx)
-    return LayerAnalysis(results=results, summary=summary)
+    return LayerAnalysis(results=results, summary=summary, plan=plan, timings=timings)
 
 
 def _debiased_family_cka(stats: CrossProductStats, family, X: RowView) -> dict[int, float]:

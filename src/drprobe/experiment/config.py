@@ -201,6 +201,9 @@ class ExperimentConfig(_Strict):
 
     ``device``: where features are extracted and probes trained (``cpu``; ``auto`` picks CUDA
     when a job's machine has it). ``resources``: what one job asks of a Ray cluster.
+    ``memory_budget_gb``: the memory plan's budget per job (default a third of the machine's
+    memory; :func:`drprobe.wide.plan_memory`); it picks exact paths, so it is not part of the
+    fingerprint.
     """
 
     name: Annotated[str, Field(min_length=1)]
@@ -222,6 +225,7 @@ class ExperimentConfig(_Strict):
     faithful: FaithfulConfig = Field(default_factory=FaithfulConfig)
     device: str = "cpu"
     resources: Resources = Field(default_factory=Resources)
+    memory_budget_gb: float | None = Field(None, gt=0)
 
     @field_validator("device")
     @classmethod
@@ -285,6 +289,7 @@ class ExperimentConfig(_Strict):
         data = self.canonical()
         data.pop("resources")
         data.pop("description")
+        data.pop("memory_budget_gb", None)
         return data
 
     def run_id(self) -> str:

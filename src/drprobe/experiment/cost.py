@@ -74,12 +74,19 @@ def estimate_cost(config: ExperimentConfig, jobs: list[Job]) -> dict[str, Any]:
             "seconds": seconds}
 
 
-def format_plan(config: ExperimentConfig, jobs: list[Job], done: set[str] = frozenset()) -> str:
-    """The dry-run listing: jobs (marked done when their results part exists) and the cost."""
+def format_plan(config: ExperimentConfig, jobs: list[Job], done: set[str] = frozenset(),
+                widths: bool = False) -> str:
+    """The dry-run listing: jobs (marked done when their results part exists) and the cost;
+    with ``widths``, each job's layer width and memory plan (builds each model once, random
+    weights: :func:`~drprobe.experiment.widths.job_plans`)."""
     cost = estimate_cost(config, jobs)
     lines = [(f"experiment {config.name!r}: {len(jobs)} jobs "
              f"({len(done)} done), protocol {config.protocol}")]
-    lines += [f"  {'done' if j.id in done else 'todo'}  {j.id}" for j in jobs]
+    from drprobe.experiment.widths import job_plans
+
+    plans = job_plans(config, jobs) if widths else {}
+    lines += [f"  {'done' if j.id in done else 'todo'}  {j.id}  {plans.get(j.id, '')}".rstrip()
+              for j in jobs]
     lines.append("images to extract (train + test, per layer):")
     for r in cost["extraction"]:
         images = "all of both splits (size unknown)" if r["images"] is None else f"{r['images']:,}"

@@ -105,7 +105,7 @@ def run_job(
         selectors=config.selectors, fractions=config.fractions or (), counts=config.counts,
         seeds=config.seeds,
         deltas=config.deltas, val_fraction=config.probe.val_fraction, context=context,
-        bank=bank, progress=progress,
+        bank=bank, progress=progress, memory_budget_gb=config.memory_budget_gb,
     )
     timings = res.results[PROBE_KEYS + TIMING_COLUMNS]
     results = res.results.drop(columns=TIMING_COLUMNS)

@@ -32,6 +32,7 @@ from drprobe.selectors.estimators import (
 )
 from drprobe.selectors.family import PAPER_FRACTIONS, SubsetFamily, apply_basis, resolve_ks
 from drprobe.selectors.greedy import GreedyForward
+from drprobe.selectors.pca import clip_to_rank
 
 __all__ = [
     "HEADLINE_SELECTOR", "PAPER_FRACTIONS", "SELECTORS", "GreedyForward",
@@ -80,6 +81,9 @@ def make_family(
 ) -> SubsetFamily:
     """Fit selector ``name`` once at width m = max(ks) on X_train (n, d) and wrap it as a family.
 
+    PCA families keep sizes within the non-null rank r of the centred training features (sizes
+    k ≥ r become one size r with fraction r/d: :func:`~drprobe.selectors.pca.clip_to_rank`).
+
     ``cross``: optional :class:`~drprobe.metrics.cka.CrossProductStats` of X_train, reused by
     the PCA selectors. The family's seed is ``seed`` for randomised selectors (and for greedy
     when it draws its own validation split), else 0.
@@ -102,6 +106,9 @@ def make_family(
         est.fit(X_train, cross=cross)
     else:
         est.fit(X_train, y_train)
+    if isinstance(est, PCATop) and est.components_.shape[1] < ks[-1]:
+        # sizes beyond the non-null rank would add zero-variance directions
+        ks, fractions = clip_to_rank(ks, fractions, est.components_.shape[1], d)
     seeded = cls.seeded or (isinstance(est, GreedyForward) and X_val is None)
     fam_seed = int(seed) if seeded and seed is not None else 0
     fracs = None if fractions is None else [float(f) for f in fractions]

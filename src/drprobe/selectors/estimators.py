@@ -18,6 +18,7 @@ from sklearn.preprocessing import StandardScaler
 
 from drprobe.errors import InvalidValueError
 from drprobe.selectors.family import apply_basis
+from drprobe.selectors.pca import pca_nonnull_basis
 
 
 def _mean_and_cross(X: Any, batch: int = 4096) -> tuple[np.ndarray, np.ndarray]:
@@ -80,20 +81,12 @@ class PrefixSubset(Selector):
         return self
 
 
-def _pca_basis(C: np.ndarray, k: int, least: bool) -> tuple[np.ndarray, np.ndarray]:
-    """k eigenvectors (d, k) of symmetric C and their eigenvalues (k,), by decreasing (top) or
-    increasing (least) eigenvalue; each column's largest-|·| entry is made positive."""
-    w, V = np.linalg.eigh(C)
-    order = np.arange(k) if least else np.arange(len(w) - 1, len(w) - 1 - k, -1)
-    V, w = V[:, order], w[order]
-    pivot = V[np.argmax(np.abs(V), axis=0), np.arange(k)]
-    return V * np.where(pivot < 0, -1.0, 1.0), w
-
-
 class PCATop(Selector):
     """k principal directions of largest variance of the centred train features.
 
-    Learned: ``components_`` (d, k) orthonormal, ``mean_`` (d,), ``explained_variance_`` (k,).
+    Only directions with non-zero training variance are taken (:mod:`drprobe.selectors.pca`):
+    with rank r of the centred features (r ≤ min(n − 1, d)), k' = min(k, r) directions.
+    Learned: ``components_`` (d, k') orthonormal, ``mean_`` (d,), ``explained_variance_`` (k,).
     ``fit(X, cross=stats)`` reuses a precomputed :class:`~drprobe.metrics.cka.CrossProductStats`
     (its ``centred_cross`` and ``mean``) instead of recomputing XᵀX.
     """
@@ -109,13 +102,14 @@ class PCATop(Selector):
         else:
             (mean, C), n = _mean_and_cross(X), X.shape[0]
         self.mean_ = mean
-        self.components_, w = _pca_basis(C, k, least=self._least)
+        self.components_, w = pca_nonnull_basis(C, k, self._least, n)
         self.explained_variance_ = np.maximum(w, 0.0) / max(n - 1, 1)
         return self
 
 
 class PCALeast(PCATop):
-    """k principal directions of smallest variance, ordered from the least upwards (nested)."""
+    """k principal directions of smallest *non-zero* variance, from the least upwards (nested);
+    never the null directions of a rank-deficient training matrix."""
 
     _least = True
 

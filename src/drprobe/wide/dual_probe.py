@@ -1,0 +1,137 @@
+"""Sample-space probes: an L2-penalised linear probe trained exactly from the subset's Gram.
+
+The bank's probe on subset S minimises mean CE(Z W + b) + (λ/2)‖W‖²_F over W (k, C) and an
+unpenalised bias b, with Z (n, k) the subset's train columns standardised by train statistics,
+i.e. scikit-learn's ``LogisticRegression(C = 1/(λ·n))`` on those columns. The loss sees W only
+through Z W, and any part of W orthogonal to the rows of Z only adds penalty, so the optimum lies
+in the row space of Z. With the train Gram K = Z Zᵀ = U Λ Uᵀ (rank r ≤ n − 1, Z being centred)
+and W = Zᵀ U Λ^{-1/2} B for B (r, C):
+
+    Z W = U Λ^{1/2} B = Φ B,    ‖W‖_F = ‖B‖_F,    Z_o W = (Z_o Zᵀ) U Λ^{-1/2} B = Φ_o B,
+
+so the probe is *exactly* the same linear model on Φ = U Λ^{1/2} (n, r), with the same penalty
+and bias, and other rows (validation, test) map through their cross-Gram K_ot = Z_o Zᵀ. Φ's
+columns are already centred, so the bank trains on them with ``standardize=False``.
+
+Peak memory per size k: the Grams (n + n_o)·n float64, eigh workspace 2·n², and Φ, Φ_o
+(n + n_o)·r float64; the probe bank then works on width r ≤ n − 1 instead of k.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from drprobe.probes import ProbeBank, ProbeResult
+from drprobe.selectors import SubsetFamily
+from drprobe.wide.columns import ColumnReader
+from drprobe.wide.dual_pca import dual_pca
+from drprobe.wide.gram import DEFAULT_BLOCK, nested_cross_grams
+
+
+def nested_probe_grams(
+    train: ColumnReader, others: Sequence[ColumnReader], order: Any, ks: Sequence[int], *,
+    block: int = DEFAULT_BLOCK, progress: bool = False,
+) -> Iterator[tuple[int, np.ndarray, list[np.ndarray]]]:
+    """(k, K_tt, [K_ot]) of the standardised columns order[:k] for every k, in one pass.
+
+    Live accumulators (see :func:`~drprobe.wide.gram.nested_cross_grams`).
+    """
+    return nested_cross_grams(train, others, order, ks, standardize=True, block=block,
+                              progress=progress)
+
+
+def sample_space_features(
+    K_tt: Any, K_others: Sequence[Any], k: int
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Φ (n, r) and Φ_o (n_o, r) from the standardised subset's Grams; k is the subset size.
+
+    Φ = U Λ^{1/2} over the r non-null eigenpairs of K_tt, Φ_o = K_ot U Λ^{-1/2}.
+    """
+    n = np.asarray(K_tt).shape[0]
+    pca = dual_pca(K_tt, K_others, m=n, least=False, d=int(k))
+    return pca.train, pca.others
+
+
+@dataclass
+class FeatureBlock:
+    """One family's probe features in its own coordinates, for :func:`probe_blocks`.
+
+    Attributes:
+        selector, seed: reported on every result.
+        ks: probe widths, prefixes of the block's columns (strictly increasing).
+        train, val, test: (n_*, m) features of the three splits.
+        sizes: the subset size reported for each entry of ks (default: ks itself; for Φ the
+            width is the rank r while the subset has k neurons).
+        fractions: optional fraction per entry of ks.
+    """
+
+    selector: str
+    seed: int
+    ks: list[int]
+    train: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+    sizes: list[int] | None = None
+    fractions: list[float] | None = None
+
+
+def probe_blocks(
+    bank: ProbeBank, blocks: Sequence[FeatureBlock], y_train: np.ndarray, y_val: np.ndarray,
+    y_test: np.ndarray, *, standardize: bool,
+) -> list[ProbeResult]:
+    """Train every block's probes in one call of a copy of ``bank`` and test them.
+
+    The blocks' columns are laid side by side, one family per block, so same-width probes of
+    different blocks are batched. ``standardize`` overrides the bank's setting (False for Φ,
+    which is centred and whose scale is the model's). Results come in block order, each
+    labelled with its block's ``sizes``.
+    """
+    b = copy.copy(bank)
+    b.standardize = standardize
+    cat = [np.concatenate([np.asarray(getattr(blk, part), dtype=np.float32) for blk in blocks],
+                          axis=1) for part in ("train", "val", "test")]
+    families, offset = [], 0
+    for blk in blocks:
+        m = blk.train.shape[1]
+        families.append(SubsetFamily(blk.selector, int(blk.seed), list(blk.ks),
+                                     indices=offset + np.arange(m), fractions=blk.fractions))
+        offset += m
+    b.fit(cat[0], y_train, cat[1], y_val, families)
+    results = b.evaluate(cat[2], y_test)
+    i = 0
+    for blk in blocks:
+        for j in range(len(blk.ks)):
+            results[i].k = int((blk.sizes or blk.ks)[j])
+            i += 1
+    return results
+
+
+def sample_space_probes(
+    bank: ProbeBank, train: ColumnReader, y_train: np.ndarray, val: ColumnReader,
+    y_val: np.ndarray, test: ColumnReader, y_test: np.ndarray,
+    orders: Sequence[tuple[str, int, Any]], ks: Sequence[int], *,
+    fractions: Sequence[float] | None = None, block: int = DEFAULT_BLOCK, progress: bool = False,
+) -> list[ProbeResult]:
+    """One probe per (order, k) on the standardised columns order[:k].
+
+    ``orders``: (selector, seed, neuron order) per family. The families' passes run in lockstep
+    (one Gram per family at a time), and at each size k their Φ are trained in one bank call.
+    Results are ordered by k, then by family.
+    """
+    fr = dict(zip(ks, fractions)) if fractions is not None else {}
+    passes = [nested_probe_grams(train, [val, test], order, ks, block=block, progress=progress)
+              for _, _, order in orders]
+    out = []
+    for steps in zip(*passes):
+        blocks = []
+        for (sel, seed, _), (k, K, (K_val, K_test)) in zip(orders, steps):
+            Phi, (Phi_val, Phi_test) = sample_space_features(K, [K_val, K_test], k)
+            blocks.append(FeatureBlock(sel, seed, [Phi.shape[1]], Phi, Phi_val, Phi_test,
+                                       sizes=[k], fractions=[fr[k]] if k in fr else None))
+        out += probe_blocks(bank, blocks, y_train, y_val, y_test, standardize=False)
+    return out

@@ -1,0 +1,163 @@
+"""The memory planner: which path each stage of a layer's analysis takes, decided before any work.
+
+Stages and the peak memory (bytes) of each path, for n = n_train (training rows after the
+validation split), n_o = n_val + n_test, d the layer width, C classes, L the number of L2
+strengths, F the number of subset sizes, b the column block and r the row chunk:
+
+``pca`` (only with pca_top / pca_least)
+    feature: 8·(3·d² + r·d)                      — C = X_cᵀX_c, its eigenvectors, workspace
+    sample:  8·(3·n² + n_o·n + (n + n_o)·b)      — train Gram, eigh, cross-Gram, one block
+``cka``
+    feature: 8·(6·d² + 3·r·d)                    — the debiased moment accumulator
+    sample:  8·((F + 2)·n_test² + n_test·b)      — one Gram snapshot per size, then K
+``probes``
+    feature: the probe bank at width m = d,
+             4·(n_rows·m + L·m² + L·m·C·(2·10 + 12) + 6·n_rows·L·C) + 16·L·m², n_rows = n + n_val
+    sample:  8·(3·n² + 2·n_o·n + (n + n_o)·b) + the bank at width m = n
+    streaming: 3·64 MiB + 8·Σk·L·C·(2·10 + 4)     — a row chunk, all probes and L-BFGS history
+             (Σk the sum of the sizes, at most F·d)
+
+The probes stage, the largest, decides: it takes the smaller of its feature and sample paths
+(sample once d is well above n_train), and streams when that one is over the budget. The other
+stages follow it: all in feature space when the probes are, else in sample space (the feature
+form of PCA and CKA is then the larger one, or close to it). A stage whose path is over the
+budget is refused on one line naming its size and the option that sets the budget. The default
+budget is a third of the machine's physical memory.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from drprobe.errors import InvalidValueError
+
+GIB = 2**30
+BUDGET_OPTION = "memory_budget_gb"  # the config key and analyze_layer's argument
+ROW_CHUNK = 4096
+BLOCK = 2048
+HISTORY = 10
+STREAM_CHUNK_BYTES = 64 * 2**20  # the streaming solver's row chunk (its ``chunk_bytes``)
+
+
+def default_budget_bytes() -> int:
+    """A third of the machine's physical memory."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
+        total = 24 * GIB
+    return int(total // 3)
+
+
+@dataclass
+class StagePlan:
+    """One stage's chosen path and its peak memory; ``sizes`` holds every path's peak."""
+
+    stage: str
+    path: str  # "feature", "sample" or "streaming"
+    peak_bytes: int
+    sizes: dict[str, int] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        """One line, e.g. ``probes: sample space, peak 1.20 GiB``."""
+        label = {"feature": "feature space", "sample": "sample space",
+                 "streaming": "streaming first-order"}[self.path]
+        return f"{self.stage}: {label}, peak {self.peak_bytes / GIB:.2f} GiB"
+
+
+@dataclass
+class MemoryPlan:
+    """Per-stage plan for one layer; ``budget_bytes`` is the limit it was made under."""
+
+    stages: list[StagePlan]
+    budget_bytes: int
+
+    def path(self, stage: str) -> str:
+        """The path of ``stage`` ("feature", "sample" or "streaming")."""
+        for s in self.stages:
+            if s.stage == stage:
+                return s.path
+        raise InvalidValueError(f"no stage {stage!r} in this plan; stages: "
+                                f"{', '.join(s.stage for s in self.stages)}")
+
+    def describe(self) -> str:
+        """The plan on one line (for ``--dry-run``)."""
+        return "; ".join(s.describe() for s in self.stages)
+
+
+def bank_bytes(n_rows: int, m: int, n_classes: int, n_l2: int) -> int:
+    """The probe bank's working set for one family of width m (its own grouping formula)."""
+    size, p = 4, m + 1
+    return int(size * (n_rows * p + n_l2 * p * p + n_l2 * p * n_classes * (2 * HISTORY + 12)
+                       + 6 * n_rows * n_l2 * n_classes) + 16 * n_l2 * p * p)
+
+
+def stage_sizes(
+    stage: str, *, n_train: int, n_val: int, n_test: int, d: int, n_classes: int,
+    n_l2: int = 5, n_sizes: int = 15, block: int = BLOCK, sum_k: int | None = None,
+) -> dict[str, int]:
+    """Peak bytes of every path of ``stage`` (see the module docstring)."""
+    n, n_o = n_train, n_val + n_test
+    sum_k = n_sizes * d if sum_k is None else sum_k
+    if stage == "pca":
+        return {"feature": 8 * (3 * d * d + ROW_CHUNK * d),
+                "sample": 8 * (3 * n * n + n_o * n + (n + n_o) * block)}
+    if stage == "cka":
+        return {"feature": 8 * (6 * d * d + 3 * ROW_CHUNK * d),
+                "sample": 8 * ((n_sizes + 2) * n_test * n_test + n_test * block)}
+    if stage == "probes":
+        return {
+            "feature": bank_bytes(n + n_val, d, n_classes, n_l2),
+            "sample": 8 * (3 * n * n + 2 * n_o * n + (n + n_o) * block)
+            + bank_bytes(n + n_val, n, n_classes, n_l2),
+            "streaming": 3 * STREAM_CHUNK_BYTES
+            + 8 * sum_k * n_l2 * n_classes * (2 * HISTORY + 4),
+        }
+    raise InvalidValueError(f"unknown stage {stage!r}; valid choices: cka, pca, probes")
+
+
+def plan_memory(
+    *, n_train: int, n_val: int, n_test: int, d: int, n_classes: int,
+    selectors: Sequence[str] = ("random",), n_l2: int = 5, n_sizes: int = 15,
+    budget_bytes: int | None = None, block: int = BLOCK, ks: Sequence[int] | None = None,
+) -> MemoryPlan:
+    """Choose each stage's path under ``budget_bytes`` (default :func:`default_budget_bytes`).
+
+    ``ks``: the subset sizes, when known (their count replaces ``n_sizes``, their sum bounds
+    the streaming solver's parameters).
+
+    Raises InvalidValueError (one line: stage, size, budget, option) when a stage has no path
+    that fits; nothing has been read or computed at that point.
+    """
+    for name, v in (("n_train", n_train), ("n_test", n_test), ("d", d), ("n_classes", n_classes)):
+        if int(v) < 1:
+            raise InvalidValueError(f"{name} must be >= 1; got {v}")
+    budget = default_budget_bytes() if budget_bytes is None else int(budget_bytes)
+    if budget <= 0:
+        raise InvalidValueError(f"{BUDGET_OPTION} must be positive; got {budget / GIB:g} GiB")
+    if ks is not None:
+        n_sizes, sum_k = len(ks), int(sum(ks))
+    else:
+        sum_k = None
+    sizes = {stage: stage_sizes(stage, n_train=n_train, n_val=n_val, n_test=n_test, d=d,
+                                n_classes=n_classes, n_l2=n_l2, n_sizes=n_sizes, block=block,
+                                sum_k=sum_k)
+             for stage in ("pca", "cka", "probes")}
+    probes = min(("feature", "sample"), key=lambda p: sizes["probes"][p])
+    if sizes["probes"][probes] > budget:
+        probes = "streaming"
+    follow = "feature" if probes == "feature" else "sample"
+    stages = (["pca"] if any(s in ("pca_top", "pca_least") for s in selectors) else [])
+    plans = []
+    for stage in stages + ["cka", "probes"]:
+        path = probes if stage == "probes" else follow
+        if sizes[stage][path] > budget:
+            raise InvalidValueError(
+                f"stage {stage!r} needs {sizes[stage][path] / GIB:.2f} GiB even in its smallest "
+                f"path ({path}; n_train={n_train}, n_test={n_test}, d={d}), over the memory "
+                f"budget of {budget / GIB:.2f} GiB; raise {BUDGET_OPTION} (a config key and an "
+                f"analyze_layer argument) or use fewer rows"
+            )
+        plans.append(StagePlan(stage, path, int(sizes[stage][path]), sizes[stage]))
+    return MemoryPlan(plans, budget)
