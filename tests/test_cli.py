@@ -113,7 +113,7 @@ def test_checkpoint_with_wrong_keys_is_refused(capsys, tmp_path):
 
 
 COMMANDS = ["demo", "run", "pretrain", "extract", "probe", "layers", "models", "datasets",
-            "report", "results"]
+            "report", "results", "study"]
 
 
 def test_every_command_is_covered_here():
@@ -140,6 +140,7 @@ def test_every_command_help_has_an_example(capsys, command):
         (["extract", "builtin:mobilenet_v2", "penultimate", "digits", "--n", "0"], "--n "),
         (["extract", "builtin:mobilenet_v2", "penultimate", "digits", "--out", "f.csv"], ".npz"),
         (["probe", "nothere.npz"], "nothere.npz"),
+        (["study", "nowhere"], "has no pretrain.yaml"),
         (["probe", "nothere.npz", "--selectors", "rand"], "unknown selector 'rand'"),
         (["probe", "nothere.npz", "--fractions", "2"], "(0, 1]"),
     ],

@@ -12,6 +12,7 @@ import click
 from drprobe.errors import DrprobeError, InvalidValueError
 from drprobe.experiment.demo import DEMO_FRACTIONS
 from drprobe.experiment.grid import DEFAULT_SEEDS
+from drprobe.pipeline import study as _study
 from drprobe.pretrain.command import pretrain as _pretrain
 
 
@@ -29,7 +30,7 @@ def _numbers(text: str, kind: type, what: str) -> tuple:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
-             commands={"pretrain": _pretrain})
+             commands={"pretrain": _pretrain, "study": _study})
 @click.version_option(package_name="drprobe")
 def app() -> None:
     """Measure diffused redundancy in pretrained representations."""
@@ -334,7 +335,8 @@ def datasets() -> None:
               help="Comma-separated figure file formats: png, pdf, svg.")
 @click.option("--progress/--no-progress", default=True, show_default=True,
               help="Show a progress bar.")
-def report(run, out, formats, progress) -> None:
+@click.option("--reference", default=None, help="Variant compared with in variants.csv.")
+def report(run, out, formats, progress, reference) -> None:
     """Figures of a run folder (PNG and PDF) and one self-contained HTML page.
 
     \b
@@ -344,8 +346,7 @@ def report(run, out, formats, progress) -> None:
     """
     from drprobe.report.build import build_report
 
-    page = build_report(run, out, formats=formats, progress=progress)
-    click.echo(f"report: {page}")
+    click.echo(f"report: {build_report(run, out, formats=formats, progress=progress, reference=reference)}")
 
 
 @app.command()

@@ -74,6 +74,17 @@ UnitFraction = Annotated[float, AfterValidator(lambda v: _in_unit(v, True))]
 OpenFraction = Annotated[float, AfterValidator(lambda v: _in_unit(v, False))]
 
 
+def _grouping(labels: str | dict[int, int]) -> str | dict[int, int]:
+    from drprobe.errors import DrprobeError
+    from drprobe.experiment.tasks import resolve_grouping
+
+    try:
+        resolve_grouping(labels)
+    except DrprobeError as err:
+        raise ValueError(str(err)) from None
+    return labels
+
+
 class ModelConfig(_Strict):
     """One network: its spec, which weights to probe and, optionally, a checkpoint file.
 
@@ -129,7 +140,10 @@ class DatasetConfig(_Strict):
 
     ``n_train`` / ``n_test``: stratified subsamples (None = the whole split; 10% of train, by
     default, becomes validation). ``image_size``: input side in pixels (None = the model's).
-    ``label``: its name in results and job ids (default: the spec).
+    ``label``: its name in results and job ids (default: the spec, plus ``+GROUPING`` /
+    ``+BASELINE`` when those are set). ``labels``: regroup the classes, by name (``parity``, ``ge5``,
+    ``pairs``, ``fashion3``) or as ``{class: group}``; ``baseline``: a null baseline (``gaussian``
+    features or ``shuffled_labels``); see :mod:`drprobe.experiment.tasks`.
     """
 
     name: str
@@ -138,6 +152,8 @@ class DatasetConfig(_Strict):
     image_size: PositiveInt | None = None
     data_root: str | None = None
     label: str | None = Field(None, min_length=1)
+    labels: Annotated[str | dict[int, int], AfterValidator(_grouping)] | None = None
+    baseline: Literal["gaussian", "shuffled_labels"] | None = None
 
     @field_validator("name")
     @classmethod
@@ -159,8 +175,11 @@ class DatasetConfig(_Strict):
 
     @property
     def display(self) -> str:
-        """The dataset's name in results: ``label`` if given, else the spec."""
-        return self.label or self.name
+        """The dataset's name in results: ``label`` if given, else the spec (+ grouping, null)."""
+        if self.label:
+            return self.label
+        grouping = self.labels if isinstance(self.labels, str) or self.labels is None else "grouped"
+        return "+".join([self.name] + [x for x in (grouping, self.baseline) if x])
 
 
 class ProbeConfig(_Strict):
@@ -269,6 +288,9 @@ class ExperimentConfig(_Strict):
                 "; give each a distinct `name`")
         _unique([d.display for d in self.datasets], "dataset",
                 "; give each a distinct `label`")
+        if self.protocol == "faithful" and any(d.labels or d.baseline for d in self.datasets):
+            raise ValueError("dataset labels/baseline act on cached features; protocol 'faithful' "
+                             "trains on images: valid with them: protocol cached")
         precomputed = [m.spec == PRECOMPUTED for m in self.models]
         features = [d.name.startswith("features:") for d in self.datasets]
         if (any(precomputed) or any(features)) and not (all(precomputed) and all(features)):

@@ -21,6 +21,7 @@ from drprobe.experiment.config import ExperimentConfig
 from drprobe.experiment.plan import Job
 from drprobe.experiment.protocol import FaithfulProtocol, faithful_bank
 from drprobe.experiment.store import PROBE_KEYS, TIMING_COLUMNS, part_path, write_part
+from drprobe.experiment.tasks import apply_task
 from drprobe.features import PRECOMPUTED
 
 __all__ = ["SAMPLE_SEED", "check_counts", "read_job_parts", "run_job"]
@@ -86,7 +87,10 @@ def run_job(
                                        progress=progress, device=config.device,
                                        data=images.get(split))[(layer, config.pooling)]
                  for split, n in sizes.items()}
-    d = int(feats["train"].X.shape[1])
+    X_train, y_train, X_test, y_test = apply_task(
+        feats["train"].X, feats["train"].y, feats["test"].X, feats["test"].y,
+        labels=data.labels, null=data.baseline)
+    d = int(X_train.shape[1])
     check_counts(config, d, layer)
     if log:
         log(f"probing {model.label} [{weights}] {layer} on {data.display} (d={d})")
@@ -101,9 +105,8 @@ def run_job(
                          tol=config.probe.tol, patience=config.probe.patience,
                          device=device, keep_predictions=True, progress=progress)
     res = analyze_layer(
-        feats["train"].X, feats["train"].y, feats["test"].X, feats["test"].y,
-        selectors=config.selectors, fractions=config.fractions or (), counts=config.counts,
-        seeds=config.seeds,
+        X_train, y_train, X_test, y_test, selectors=config.selectors,
+        fractions=config.fractions or (), counts=config.counts, seeds=config.seeds,
         deltas=config.deltas, val_fraction=config.probe.val_fraction, context=context,
         bank=bank, progress=progress, memory_budget_gb=config.memory_budget_gb,
     )

@@ -26,12 +26,15 @@ from drprobe.errors import InvalidValueError
 from drprobe.experiment.query import query, result_parts, run_table
 from drprobe.experiment.store import JOB_KEYS, atomic_path
 from drprobe.experiment.summary import summarize
+from drprobe.experiment.variants import task_table, variant_table
+from drprobe.metrics.redundancy import DEFAULT_DELTAS
 from drprobe.report.comparisons import COMPARE_FIGURES
 from drprobe.report.curves import FRACTION_FIGURES
 from drprobe.report.html import FigureEntry, Skipped, render_page
 from drprobe.report.run_tables import efficiency_table, per_job
 from drprobe.report.style import FigureSkipped
 from drprobe.report.tables import dr_table, fairness_table, model_table, run_meta
+from drprobe.report.variants import headline_rows, variant_figures, variants_of
 
 FORMATS = ("png", "pdf", "svg")
 DPI = 100
@@ -86,7 +89,7 @@ def _write_atomic(path: Path, data: bytes) -> None:
         tmp.write_bytes(data)
 
 
-def _jobs(results: pd.DataFrame, tables: dict) -> list[tuple]:
+def _jobs(results: pd.DataFrame, tables: dict, variants: pd.DataFrame | None = None) -> list[tuple]:
     """(name, title, caption, draw) for every figure of the run, in page order."""
     jobs = []
     datasets = list(dict.fromkeys(results["dataset"]))
@@ -97,7 +100,7 @@ def _jobs(results: pd.DataFrame, tables: dict) -> list[tuple]:
                          lambda f=func, s=sub: f(s)))
     for name, title, func, source, caption in COMPARE_FIGURES:
         jobs.append((name, title, caption, lambda f=func, t=tables[source]: f(t)))
-    return jobs
+    return jobs + variant_figures(results, variants, slug)
 
 
 def build_report(
@@ -106,12 +109,16 @@ def build_report(
     *,
     formats: str | Sequence[str] = ("png", "pdf"),
     progress: bool = True,
+    reference: str | None = None,
 ) -> Path:
     """Draw every figure of ``run`` into ``out`` (default ``run/report``) and write the page.
 
     Files: ``<figure>.<fmt>`` for each drawn figure and format, and ``report.html`` with the
     figures embedded as PNG data URIs, the DR table, the per-model table and the run metadata.
     Figures the run has no data for are listed on the page with the reason, not drawn.
+    A run of several pretraining variants also gets ``variants.csv``
+    (:func:`~drprobe.experiment.variants.variant_table`; differences against ``reference``)
+    and, with several datasets, ``tasks.csv`` (:func:`~drprobe.experiment.variants.task_table`).
 
     Returns:
         The path of ``report.html``.
@@ -127,7 +134,9 @@ def build_report(
 
     drawn: list[tuple[FigureEntry, dict[str, bytes]]] = []
     skipped: list[Skipped] = []
-    jobs = _jobs(results, tables)
+    variants = (variant_table(headline_rows(results), DEFAULT_DELTAS, reference=reference)
+                if variants_of(results) >= 2 else None)
+    jobs = _jobs(results, tables, variants)
     for name, title, caption, draw in tqdm(jobs, desc="report", disable=not progress,
                                            unit="figure"):
         try:
@@ -160,6 +169,11 @@ def build_report(
     for entry, files in drawn:
         for fmt, data in files.items():
             _write_atomic(out / f"{entry.name}.{fmt}", data)
+    if variants is not None:
+        _write_atomic(out / "variants.csv", variants.to_csv(index=False).encode())
+        if results["dataset"].nunique() > 1:
+            tasks = task_table(headline_rows(results), DEFAULT_DELTAS)
+            _write_atomic(out / "tasks.csv", tasks.to_csv(index=False).encode())
     page_path = out / "report.html"
     _write_atomic(page_path, page.encode("utf-8"))
     return page_path

@@ -67,6 +67,10 @@ for _name, _mod in (("mobilenet_v2", mobilenet_v2), ("efficientnet_lite0", effic
         f"builtin:{_name}",
         _builtin(_mod.build, _mod.INPUT_SIZE, _mod.MEAN, _mod.STD, _mod.CLASSIFIER),
     )
+for _v in (1, 2):  # EfficientNet-Lite1/2: Lite0's module, other weights and input size
+    register_model(f"builtin:efficientnet_lite{_v}", _builtin(
+        efficientnet_lite.builder(_v), efficientnet_lite.INPUT_SIZES[_v], efficientnet_lite.MEAN,
+        efficientnet_lite.STD, efficientnet_lite.CLASSIFIER))
 
 
 def load_model(
