@@ -58,6 +58,20 @@ def real_features(n_train: int, n_test: int, cache_dir: str | None) -> tuple[dic
     return data, f"builtin:mobilenet_v2 penultimate, fashion-mnist {n_train}/{n_test} at 64 px"
 
 
+def cpu_model() -> str:
+    """The CPU's model name as ``lscpu`` prints it (from /proc/cpuinfo), else the platform's."""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()
+
+
 def sizes(d: int) -> tuple[list[int], list[float]]:
     """k = max(1, floor(f d)) per fraction, duplicates dropped (first fraction kept)."""
     chosen: dict[int, float] = {}
@@ -140,6 +154,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None,
                     help="threads for both solvers (default: library defaults); use 1 on a "
                          "machine shared with other busy processes")
+    ap.add_argument("--no-grid", action="store_true",
+                    help="skip (b), the paper's whole grid (minutes on 2 cores)")
     ap.add_argument("--out", type=Path,
                     default=Path(__file__).parent / "results" / "probe_bank.json")
     args = ap.parse_args()
@@ -148,7 +164,8 @@ def main() -> None:
     data, source = real_features(args.n_train, args.n_test, args.cache_dir)
     d = data["X_train"].shape[1]
     shapes = {k: list(v.shape) for k, v in data.items()}
-    print(f"features: {source}; shapes {shapes}; threads {THREADS or 'library default'}")
+    print(f"features: {source}; shapes {shapes}; threads {THREADS or 'library default'}; "
+          f"CPU {cpu_model()}; torch {torch.__version__}")
 
     rand, sel_clock = timed(families, data, ("random",))
     rand = rand[: args.sklearn_seeds]
@@ -181,13 +198,15 @@ def main() -> None:
         ]
     # (b) the paper's whole grid for the layer, end to end from cached features: selector
     # bases, every probe with L2 selection, CKA (linear and debiased), Gini, DR and its CIs.
-    train = np.concatenate([data["X_train"], data["X_val"]])
-    y_train = np.concatenate([data["y_train"], data["y_val"]])
-    grid, grid_clock = timed(
-        analyze_layer, train, y_train, data["X_test"], data["y_test"], selectors=SELECTORS,
-        fractions=PAPER_FRACTIONS, seeds=SEEDS, progress=False,
-        bank=ProbeBank(keep_predictions=True, progress=False, n_threads=THREADS))
-    rows.append(phase("paper grid, analyze_layer", len(grid.results), grid_clock))
+    grid = None
+    if not args.no_grid:
+        train = np.concatenate([data["X_train"], data["X_val"]])
+        y_train = np.concatenate([data["y_train"], data["y_val"]])
+        grid, grid_clock = timed(
+            analyze_layer, train, y_train, data["X_test"], data["y_test"], selectors=SELECTORS,
+            fractions=PAPER_FRACTIONS, seeds=SEEDS, progress=False,
+            bank=ProbeBank(keep_predictions=True, progress=False, n_threads=THREADS))
+        rows.append(phase("paper grid, analyze_layer", len(grid.results), grid_clock))
     print(f"\n{'run':30s} {'probes':>6s} {'wall s':>7s} {'cpu s':>7s} {'load':>5s} "
           f"{'x wall':>7s} {'x cpu':>6s} {'mean|dacc|':>10s} {'max|dacc|':>9s}")
     for r in rows:
@@ -204,14 +223,14 @@ def main() -> None:
         "features": source, "shapes": shapes, "d": d, "l2_grid": GRID,
         "fractions": FRACTIONS, "ks": sizes(d)[0], "seeds": SEEDS, "selectors": SELECTORS,
         "threads": THREADS, "torch_threads_default": torch.get_num_threads(),
-        "cpu_count": os.cpu_count(),
+        "cpu_count": os.cpu_count(), "cpu_model": cpu_model(), "torch": torch.__version__,
         "selector_seconds": sel_clock.wall, "phases": rows,
         "a_per_probe": [{"seed": s["seed"], "k": s["k"], "sklearn_acc": s["test_acc"],
                          "bank_acc": b.test_acc, "sklearn_l2": s["l2"], "bank_l2": b.l2,
                          "sklearn_seconds": s["seconds"], "bank_seconds": b.fit_seconds}
                         for s, b in zip(sk, bank_a)],
-        "b_mean_test_acc": grid.results.groupby(["selector", "k"])["test_acc"].mean()
-        .unstack(0).to_dict(),
+        "b_mean_test_acc": None if grid is None else
+        grid.results.groupby(["selector", "k"])["test_acc"].mean().unstack(0).to_dict(),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(figures, indent=1, default=float))

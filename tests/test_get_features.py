@@ -19,7 +19,7 @@ import torch
 
 import drprobe.features as features_mod
 from drprobe.errors import InvalidValueError
-from drprobe.features import dataset_fingerprint, get_features, iter_features
+from drprobe.features import dataset_fingerprint, get_features, iter_features, iter_layer_features
 from drprobe.sources.layers import PENULTIMATE, layer_features
 from drprobe.sources.models import ModelBundle, load_model
 from drprobe.sources.transforms import preprocess
@@ -37,11 +37,11 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Records the layer of every extraction ``get_features`` starts (a miss)."""
     seen: list[str] = []
 
-    def counting(bundle, layer, images, **kwargs):
-        seen.append(layer)
-        return iter_features(bundle, layer, images, **kwargs)
+    def counting(bundle, requests, images, **kwargs):
+        seen.extend(layer for layer, _pooling in requests)
+        return iter_layer_features(bundle, requests, images, **kwargs)
 
-    monkeypatch.setattr(features_mod, "iter_features", counting)
+    monkeypatch.setattr(features_mod, "iter_layer_features", counting)
     return seen
 
 

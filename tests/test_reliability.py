@@ -51,13 +51,13 @@ def fresh(tmp_path_factory) -> tuple[np.ndarray, np.ndarray]:
 def calls(monkeypatch) -> list[int]:
     """Counts the extractions that get_features starts (one per cache miss)."""
     seen: list[int] = []
-    real = features_mod.iter_features
+    real = features_mod.iter_layer_features
 
     def counting(*args, **kwargs):
         seen.append(1)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(features_mod, "iter_features", counting)
+    monkeypatch.setattr(features_mod, "iter_layer_features", counting)
     return seen
 
 
@@ -207,7 +207,7 @@ def _racing_worker(root: str, barrier) -> tuple[int, str, str]:
     """Extract in a fresh process; both workers wait for each other after their first batch,
     so both are writing a temporary entry at the same moment. Returns (extractions started,
     sha256 of X, sha256 of y)."""
-    real = features_mod.iter_features
+    real = features_mod.iter_layer_features
     started: list[int] = []
 
     def meeting(*args, **kwargs) -> Iterator[np.ndarray]:
@@ -217,7 +217,7 @@ def _racing_worker(root: str, barrier) -> tuple[int, str, str]:
             if i == 0:
                 barrier.wait(timeout=120)
 
-    features_mod.iter_features = meeting
+    features_mod.iter_layer_features = meeting
     entry = get_features(MODEL, LAYER, DATASET, "train", cache_dir=root, batch_size=50, **KW)
     digest = hashlib.sha256(np.ascontiguousarray(entry.X).tobytes()).hexdigest()
     return len(started), digest, hashlib.sha256(entry.y.tobytes()).hexdigest()
@@ -244,8 +244,8 @@ def _no_space(*_args, **_kwargs):
     raise OSError(errno.ENOSPC, "No space left on device")
 
 
-def _features_half_written(self, path, n, batches, dtype):
-    path.write_bytes(b"\x93NUMPY" + b"\0" * 1000)  # a partial file, then the disk is full
+def _features_half_written(self, paths, n, batches, dtype):
+    paths[0].write_bytes(b"\x93NUMPY" + b"\0" * 1000)  # a partial file, then the disk is full
     _no_space()
 
 

@@ -86,7 +86,7 @@ def test_second_run_skips_every_job_and_tables_are_identical(tiny_run, feature_c
         raise AssertionError("a finished job was computed again")
 
     monkeypatch.setattr(analysis, "analyze_layer", recompute)
-    monkeypatch.setattr(features, "iter_features", recompute)
+    monkeypatch.setattr(features, "iter_layer_features", recompute)
     # what a killed run leaves: temporary parts/tables and a half-written cache entry
     stale = [out / "results" / f".{JOBS[0]}.parquet.tmp-999999", out / ".summary.csv.tmp-999999",
              feature_cache / ".tmp-killed" / "features.npy"]

@@ -81,7 +81,7 @@ def test_second_run_reuses_feature_cache(demo_run, feature_cache, tmp_path, monk
     def no_extraction(*args, **kwargs):
         raise AssertionError("features were extracted again")
 
-    monkeypatch.setattr(features, "iter_features", no_extraction)
+    monkeypatch.setattr(features, "iter_layer_features", no_extraction)
     out = tmp_path / "again"
     argv = ["demo", "--out", str(out), "--cache-dir", str(feature_cache), "--n-train", "1500",
             "--n-test", "500", "--image-size", "32", "--seeds", "1",

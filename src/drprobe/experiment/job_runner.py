@@ -9,7 +9,7 @@ complete.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -21,6 +21,7 @@ from drprobe.experiment.config import ExperimentConfig
 from drprobe.experiment.plan import Job
 from drprobe.experiment.protocol import FaithfulProtocol, faithful_bank
 from drprobe.experiment.store import PROBE_KEYS, TIMING_COLUMNS, part_path, write_part
+from drprobe.experiment.tasks import apply_task
 from drprobe.features import PRECOMPUTED
 
 __all__ = ["SAMPLE_SEED", "check_counts", "read_job_parts", "run_job"]
@@ -42,13 +43,17 @@ def run_job(
     config: ExperimentConfig, job: Job, out: str | os.PathLike, *,
     cache_dir: str | os.PathLike | None = None, progress: bool = False,
     loader: BundleLoader = load_bundle, log: Callable[[str], None] | None = None,
+    extract_with: Sequence[str] = (),
 ) -> bool:
     """Run ``job`` and write its parts under ``out``; skip it if its results part exists.
+
+    ``extract_with``: more layers of the same (model, weights, dataset) whose features are
+    extracted in the same pass over each split as the job's own (cache entries for later jobs).
 
     Returns True if the job ran, False if it was already complete.
     """
     from drprobe.experiment.analysis import analyze_layer
-    from drprobe.features import get_features
+    from drprobe.features import extract_layers, get_features
     from drprobe.probes import ProbeBank
     from drprobe.sources.datasets import load_dataset, subsample
     from drprobe.sources.layers import resolve_layer
@@ -68,16 +73,20 @@ def run_job(
     if config.protocol == "faithful":
         images = {split: subsample(load_dataset(data.name, split, root=data.data_root), n,
                                    SAMPLE_SEED) for split, n in sizes.items()}
-    feats = {
-        split: get_features(source, layer, data.name, split, pooling=config.pooling,
-                            image_size=data.image_size, n=n, sample_seed=SAMPLE_SEED,
-                            data_root=data.data_root, cache_dir=cache_dir, progress=progress,
-                            device=None if source == PRECOMPUTED else config.device,
-                            data=images.get(split))
-        for split, n in sizes.items()
-    }
-    from drprobe.experiment.tasks import apply_task
-
+    if source == PRECOMPUTED:
+        feats = {split: get_features(source, layer, data.name, split, pooling=config.pooling,
+                                     image_size=data.image_size, n=n, sample_seed=SAMPLE_SEED,
+                                     data_root=data.data_root, cache_dir=cache_dir,
+                                     progress=progress)
+                 for split, n in sizes.items()}
+    else:  # one pass over each split for this layer and the group's others
+        layers = [layer, *(resolve_layer(source, other) for other in extract_with)]
+        feats = {split: extract_layers(source, layers, data.name, split, pooling=config.pooling,
+                                       image_size=data.image_size, n=n, sample_seed=SAMPLE_SEED,
+                                       data_root=data.data_root, cache_dir=cache_dir,
+                                       progress=progress, device=config.device,
+                                       data=images.get(split))[(layer, config.pooling)]
+                 for split, n in sizes.items()}
     X_train, y_train, X_test, y_test = apply_task(
         feats["train"].X, feats["train"].y, feats["test"].X, feats["test"].y,
         labels=data.labels, null=data.baseline)
@@ -96,8 +105,8 @@ def run_job(
                          tol=config.probe.tol, patience=config.probe.patience,
                          device=device, keep_predictions=True, progress=progress)
     res = analyze_layer(
-        X_train, y_train, X_test, y_test, selectors=config.selectors, fractions=config.fractions or (), counts=config.counts,
-        seeds=config.seeds,
+        X_train, y_train, X_test, y_test, selectors=config.selectors,
+        fractions=config.fractions or (), counts=config.counts, seeds=config.seeds,
         deltas=config.deltas, val_fraction=config.probe.val_fraction, context=context,
         bank=bank, progress=progress, memory_budget_gb=config.memory_budget_gb,
     )

@@ -1,4 +1,8 @@
-"""The local executor: the pending jobs one after another in this process, one progress bar."""
+"""The local executor: the pending jobs one after another in this process, one progress bar.
+
+Jobs of one (model, weights, dataset) share their extraction: the first one reads each split
+once and fills the cache entries of every pending layer of the group in one pass.
+"""
 
 from __future__ import annotations
 
@@ -24,8 +28,12 @@ def job_bar(total: int, done: int, progress: bool):
 def run_local(config: ExperimentConfig, pending: list[Job], out: Path, cache: Path,
                progress: bool, log: Callable[[str], None] | None, total: int,
                bundles: Bundles) -> None:
+    groups: dict[tuple, list[str]] = {}  # one pass over the data per (model, weights, dataset)
+    for job in pending:
+        groups.setdefault((job.model, job.weights, job.dataset), []).append(job.layer)
     with job_bar(total, total - len(pending), progress) as bar:
         for job in pending:
             run_job(config, job, out, cache_dir=cache, progress=progress,
-                    loader=bundles.loader, log=log)
+                    loader=bundles.loader, log=log,
+                    extract_with=groups[(job.model, job.weights, job.dataset)])
             bar.update(1)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +19,7 @@ from drprobe.features.batching import (
     resolve_precision,
 )
 from drprobe.features.cache import STORAGE_DTYPES, CachedFeatures, FeatureCache, file_sha256
-from drprobe.features.extract import iter_features
+from drprobe.features.extract import iter_features, iter_layer_features
 from drprobe.sources.adapters.tokens import is_text
 from drprobe.sources.datasets import (
     PRECOMPUTED_PREFIX,
@@ -31,11 +31,12 @@ from drprobe.sources.datasets import (
     stratified_subsample,
     subsample,
 )
-from drprobe.sources.layers import resolve_layer
+from drprobe.sources.layers import check_pooling, resolve_layer
 from drprobe.sources.models import ModelBundle, load_model
 
 __all__ = ["BatchPlan", "CachedFeatures", "FeatureCache", "dataset_fingerprint",
-           "default_cache_dir", "get_features", "iter_features", "plan_batches"]
+           "default_cache_dir", "extract_layers", "get_features", "iter_features",
+           "iter_layer_features", "plan_batches"]
 
 #: The model spec that goes with a ``features:PATH`` dataset (features computed elsewhere).
 PRECOMPUTED = "precomputed"
@@ -111,10 +112,71 @@ def get_features(
     """
     if parse_spec(dataset)[0] == PRECOMPUTED_PREFIX or model == PRECOMPUTED:
         return _precomputed(model, layer, dataset, split, n, sample_seed, data_root, dtype)
+    entries = extract_layers(
+        model, [layer], dataset, split, pooling=pooling, weights=weights, seed=seed,
+        checkpoint=checkpoint, checkpoint_format=checkpoint_format,
+        trust_checkpoint=trust_checkpoint, image_size=image_size, n=n, sample_seed=sample_seed,
+        data_root=data_root, cache_dir=cache_dir, dtype=dtype, batch_size=batch_size,
+        max_batch_mb=max_batch_mb, device=device, precision=precision, progress=progress,
+        data=data)
+    return next(iter(entries.values()))
+
+
+def extract_layers(
+    model: str | ModelBundle,
+    layers: Sequence[str],
+    dataset: str,
+    split: str,
+    *,
+    pooling: str | Sequence[str] = "avg",
+    weights: str = "pretrained",
+    seed: int = 0,
+    checkpoint: str | os.PathLike | None = None,
+    checkpoint_format: str = "auto",
+    trust_checkpoint: bool = False,
+    image_size: int | None = None,
+    n: int | None = None,
+    sample_seed: int = 0,
+    data_root: str | os.PathLike | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    dtype: str = "float32",
+    batch_size: int = 256,
+    max_batch_mb: float | None = DEFAULT_MAX_BATCH_MB,
+    device: str | None = None,
+    precision: str = "auto",
+    progress: bool = True,
+    data: Dataset | None = None,
+) -> dict[tuple[str, str], CachedFeatures]:
+    """Features of several layers of one model on one split, from ONE pass over the data.
+
+    Every (layer, pooling) pair of ``layers`` x ``pooling`` (a pooling or a list of them) gets
+    its own cache entry, keyed, content-addressed and verified exactly as :func:`get_features`
+    keys it, so either function finds what the other wrote. Entries already cached are not
+    recomputed; the missing ones are filled together: the dataset is read and preprocessed
+    once, and each batch is forwarded once, up to the deepest missing layer.
+
+    Arguments are those of :func:`get_features` (no precomputed datasets here), ``data``
+    included: the split already loaded by the caller.
+
+    Returns:
+        ``{(layer, pooling): CachedFeatures}`` in request order (layer names as resolved).
+
+    Memory: one batch of images, the forward pass up to the deepest requested layer and the
+    pooled features of one or two batches (b * sum d_i floats); the rows stream into one memmap
+    per entry, so the peak does not grow with n.
+    """
     if dtype not in STORAGE_DTYPES:
         raise unknown("features dtype", dtype, STORAGE_DTYPES)
+    poolings = [pooling] if isinstance(pooling, str) else list(pooling)
+    if isinstance(layers, str) or not layers or not poolings:
+        raise InvalidValueError(
+            f"extract_layers needs a non-empty list of layers and poolings, got layers "
+            f"{layers!r}, pooling {pooling!r}")
     bundle = _bundle(model, weights, seed, checkpoint, checkpoint_format, trust_checkpoint)
-    layer = resolve_layer(bundle, layer)
+    for p in poolings:
+        check_pooling(p, bundle)
+    requests = list(dict.fromkeys((resolve_layer(bundle, layer), p)
+                                  for layer in layers for p in poolings))
     if data is None:
         data = subsample(load_dataset(dataset, split, root=data_root), n, sample_seed)
     text = is_text(bundle)
@@ -126,13 +188,11 @@ def get_features(
     size = image_size or bundle.input_size
     dev = resolve_device(device, bundle)
     prec = resolve_precision(precision, dev)
-    parts = {
+    common = {
         "model": bundle.spec,
         "weights": bundle.weights,
         "init_seed": bundle.seed,
         "weights_sha256": bundle.weights_sha256,
-        "layer": layer,
-        "pooling": pooling,
         "preprocess": ({"max_tokens": size} if text else
                        {"size": size, "mean": list(bundle.mean), "std": list(bundle.std)}),
         "precision": prec,
@@ -143,17 +203,21 @@ def get_features(
         "dtype": dtype,
         "drprobe_version": __version__,
     }
-    desc = f"{bundle.spec}[{bundle.weights}] {layer} {dataset}/{split}"
+    parts_list = [common | {"layer": layer, "pooling": p} for layer, p in requests]
     inputs = data.texts if text else data.images
 
-    def batches() -> Iterator[np.ndarray]:
-        return iter_features(
-            bundle, layer, inputs, pooling=pooling, image_size=size, batch_size=batch_size,
-            progress=progress, desc=desc, device=dev, precision=prec, max_batch_mb=max_batch_mb,
-        )
+    def batches(missing: list[int]) -> Iterator[list[np.ndarray]]:
+        wanted = [requests[i] for i in missing]
+        names = ",".join(dict.fromkeys(layer for layer, _p in wanted))
+        return iter_layer_features(
+            bundle, wanted, inputs, image_size=size, batch_size=batch_size, progress=progress,
+            desc=f"{bundle.spec}[{bundle.weights}] {names} {dataset}/{split}", device=dev,
+            precision=prec, max_batch_mb=max_batch_mb)
 
     cache = FeatureCache(cache_dir or default_cache_dir())
-    return cache.get_or_create(parts, len(data.labels), batches, data.labels, dtype=dtype)
+    entries = cache.get_or_create_many(parts_list, len(data.labels), batches, data.labels,
+                                       dtype=dtype)
+    return dict(zip(requests, entries))
 
 
 def _bundle(

@@ -38,7 +38,7 @@ from drprobe.sources.layers import (
 from drprobe.sources.registry import ModelBundle
 
 __all__ = ["ACTIVATION_FACTOR", "DEFAULT_MAX_BATCH_MB", "GPU_MEMORY_FRACTION", "PRECISIONS",
-           "BatchPlan", "feature_dim", "fit_batch_size", "gpu_batch_cap", "plan_batches",
+           "BatchPlan", "channels_last", "feature_dim", "fit_batch_size", "gpu_batch_cap", "plan_batches",
            "resolve_device", "resolve_precision"]
 
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
@@ -125,6 +125,28 @@ def on_device(bundle: ModelBundle, device: torch.device) -> Iterator[None]:
         yield
     finally:
         bundle.module.to(original)
+
+
+@contextlib.contextmanager
+def channels_last(bundle: ModelBundle) -> Iterator[bool]:
+    """Convolutional image models run in channels-last memory format for the ``with`` body.
+
+    oneDNN's (CPU) and cuDNN's convolutions are faster on NHWC tensors (about 1.4x for
+    MobileNetV2 on CPU); features agree with the default format to float round-off. Yields
+    whether the format applies (the caller then converts its input batches too); text models
+    and models without a 2-D convolution are left alone.
+    """
+    module = bundle.module
+    applies = not is_text(bundle) and any(isinstance(m, torch.nn.Conv2d)
+                                          for m in module.modules())
+    if not applies:
+        yield False
+        return
+    module.to(memory_format=torch.channels_last)
+    try:
+        yield True
+    finally:
+        module.to(memory_format=torch.contiguous_format)
 
 
 def upload(x: torch.Tensor, device: torch.device) -> torch.Tensor:

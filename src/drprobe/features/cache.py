@@ -13,14 +13,13 @@ wins and the other discards its copy.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -29,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from drprobe.errors import CacheError, InvalidValueError, unknown
+from drprobe.features.keys import canonical, file_sha256, parts_key
 
 FEATURES_FILE = "features.npy"
 LABELS_FILE = "labels.npy"
@@ -37,7 +37,6 @@ TEMP_PREFIX = ".tmp-"
 FORMAT_VERSION = 1
 STORAGE_DTYPES = ("float16", "float32", "float64")
 VERIFY_MODES = ("full", "size")
-_CHUNK = 1 << 22  # 4 MiB
 
 
 class CacheWarning(UserWarning):
@@ -59,54 +58,6 @@ class CachedFeatures:
     y: np.ndarray
     meta: dict
     path: Path
-
-
-# ------------------------------------------------------------------------------- hashing
-
-
-def _canonical(obj: Any) -> Any:
-    """A JSON-able copy of ``obj``; arrays become a content digest with dtype and shape."""
-    if isinstance(obj, Mapping):
-        return {str(k): _canonical(v) for k, v in obj.items()}
-    if isinstance(obj, np.ndarray):
-        arr = np.ascontiguousarray(obj)
-        if arr.dtype.kind == "O":
-            raise InvalidValueError("cache key part: object arrays cannot be hashed by content; "
-                                    "valid: numeric, bool or fixed-width string arrays")
-        if arr.dtype.kind in "iu":  # the same index values hash the same in any integer type
-            arr = arr.astype("<i8")
-        elif arr.dtype.kind == "f":
-            arr = arr.astype("<f8")
-        h = hashlib.sha256(f"{arr.dtype.str}{arr.shape}".encode())
-        h.update(arr.tobytes())
-        return {"ndarray_sha256": h.hexdigest(), "dtype": arr.dtype.str, "shape": list(arr.shape)}
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, (list, tuple)):
-        return [_canonical(v) for v in obj]
-    if isinstance(obj, (set, frozenset)):
-        return sorted(_canonical(v) for v in obj)
-    if isinstance(obj, os.PathLike):
-        return os.fspath(obj)
-    if obj is None or isinstance(obj, (str, bool, int, float)):
-        return obj
-    raise InvalidValueError(
-        f"cache key part {obj!r} of type {type(obj).__name__} is not hashable; valid: "
-        "str, int, float, bool, None, list, tuple, dict, numpy array"
-    )
-
-
-def _dumps(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """sha256 hex digest of a file, read in 4 MiB chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _fsync(path: Path) -> None:
@@ -147,7 +98,7 @@ class FeatureCache:
     @staticmethod
     def key(parts: Mapping[str, Any]) -> str:
         """sha256 hex of the canonical JSON of ``parts`` (sorted keys; arrays by content)."""
-        return hashlib.sha256(_dumps(_canonical(parts)).encode()).hexdigest()
+        return parts_key(parts)
 
     def path_for(self, parts: Mapping[str, Any]) -> Path:
         """Directory where the entry of ``parts`` lives (whether or not it exists)."""
@@ -226,6 +177,23 @@ class FeatureCache:
                 could not be written (any ``OSError``: no space, read-only folder, ...); the
                 temporary folder is removed either way.
         """
+        return self.put_many([parts], n, ([batch] for batch in batches), labels, dtype)[0]
+
+    def put_many(
+        self,
+        parts_list: Sequence[Mapping[str, Any]],
+        n: int,
+        batches: Iterable[Sequence[np.ndarray]],
+        labels: np.ndarray,
+        dtype: str = "float32",
+    ) -> list[CachedFeatures]:
+        """:meth:`put` for several entries filled from one stream (one forward pass each batch).
+
+        Each item of ``batches`` holds one (m, d_j) array per entry of ``parts_list``, same m;
+        every entry is written in its own temporary folder, checked, hashed and published on its
+        own (content-addressed and verified exactly as with :meth:`put`). Nothing is published
+        unless the stream completes. Memory: one batch; the rows go straight to the memmaps.
+        """
         if dtype not in STORAGE_DTYPES:
             raise unknown("cache dtype", dtype, STORAGE_DTYPES)
         if int(n) < 1:
@@ -236,19 +204,20 @@ class FeatureCache:
             raise InvalidValueError(
                 f"labels must be ({n},) integers, got {labels.shape} {labels.dtype}"
             )
-        key = self.key(parts)
-        tmp: Path | None = None
+        keys = [self.key(parts) for parts in parts_list]
+        temps: list[Path] = []
         try:
             self.root.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=self.root))
-            d = self._write_features(tmp / FEATURES_FILE, n, batches, dtype)
-            np.save(tmp / LABELS_FILE, labels.astype(np.int64))
-            meta = self._meta(tmp, key, parts, n, d, dtype)
-            (tmp / META_FILE).write_text(json.dumps(meta, indent=1, sort_keys=True))
-            for name in (FEATURES_FILE, LABELS_FILE, META_FILE):
-                _fsync(tmp / name)
-            _fsync(tmp)
-            return self._publish(tmp, key)
+            temps = [Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=self.root)) for _ in keys]
+            widths = self._write_features([t / FEATURES_FILE for t in temps], n, batches, dtype)
+            for tmp, key, parts, d in zip(temps, keys, parts_list, widths):
+                np.save(tmp / LABELS_FILE, labels.astype(np.int64))
+                meta = self._meta(tmp, key, parts, n, d, dtype)
+                (tmp / META_FILE).write_text(json.dumps(meta, indent=1, sort_keys=True))
+                for name in (FEATURES_FILE, LABELS_FILE, META_FILE):
+                    _fsync(tmp / name)
+                _fsync(tmp)
+            return [self._publish(tmp, key) for tmp, key in zip(temps, keys)]
         except OSError as err:  # disk full, read-only or unwritable folder, ...
             reason = err.strerror or str(err) or type(err).__name__
             raise CacheError(
@@ -256,35 +225,43 @@ class FeatureCache:
                 "space or pass another cache folder (--cache-dir or $DRPROBE_CACHE)"
             ) from err
         finally:
-            if tmp is not None:
+            for tmp in temps:
                 shutil.rmtree(tmp, ignore_errors=True)  # no-op once renamed into place
 
     def _write_features(
-        self, path: Path, n: int, batches: Iterable[np.ndarray], dtype: str
-    ) -> int:
-        """Write the rows of ``batches`` into an (n, d) ``.npy`` memmap; returns d."""
-        out: np.memmap | None = None
+        self, paths: list[Path], n: int, batches: Iterable[Sequence[np.ndarray]], dtype: str
+    ) -> list[int]:
+        """Write the rows of ``batches`` into one (n, d_j) ``.npy`` memmap per path; the d_j."""
+        outs: list[np.memmap] = []
         offset = 0
-        for batch in batches:
-            b = np.asarray(batch)
-            if b.ndim != 2:
-                raise CacheError(f"feature batch must be 2-D (m, d), got shape {b.shape}")
-            if out is None:
-                out = np.lib.format.open_memmap(path, mode="w+", dtype=dtype,
-                                                shape=(n, b.shape[1]))
-            if b.shape[1] != out.shape[1]:
-                raise CacheError(f"feature batch width {b.shape[1]} != first batch's "
-                                 f"{out.shape[1]}")
-            if offset + b.shape[0] > n:
+        for group in batches:
+            if len(group) != len(paths):
+                raise CacheError(f"a batch holds {len(group)} arrays, expected {len(paths)}")
+            arrays = [np.asarray(b) for b in group]
+            m = arrays[0].shape[0] if arrays[0].ndim == 2 else -1
+            for j, b in enumerate(arrays):
+                if b.ndim != 2 or b.shape[0] != m:
+                    raise CacheError(f"feature batch must be 2-D (m, d) with one m, got shape "
+                                     f"{b.shape}")
+                if len(outs) == j:
+                    outs.append(np.lib.format.open_memmap(paths[j], mode="w+", dtype=dtype,
+                                                          shape=(n, b.shape[1])))
+                if b.shape[1] != outs[j].shape[1]:
+                    raise CacheError(f"feature batch width {b.shape[1]} != first batch's "
+                                     f"{outs[j].shape[1]}")
+            if offset + m > n:
                 raise CacheError(f"batches delivered more than the expected {n} rows")
-            out[offset:offset + b.shape[0]] = b
-            offset += b.shape[0]
-        if out is None or offset != n:
+            for out, b in zip(outs, arrays):
+                out[offset:offset + m] = b
+            offset += m
+        if not outs or offset != n:
             raise CacheError(f"batches delivered {offset} rows, expected {n}")
-        out.flush()
-        d = int(out.shape[1])
-        del out
-        return d
+        widths = []
+        for out in outs:
+            out.flush()
+            widths.append(int(out.shape[1]))
+        del outs
+        return widths
 
     def _meta(self, tmp: Path, key: str, parts: Mapping[str, Any], n: int, d: int,
               dtype: str) -> dict:
@@ -297,7 +274,7 @@ class FeatureCache:
         return {
             "format": FORMAT_VERSION,
             "key": key,
-            "parts": _canonical(parts),
+            "parts": canonical(parts),
             "n": n,
             "d": d,
             "dtype": dtype,
@@ -340,9 +317,38 @@ class FeatureCache:
             CacheError: an entry exists for ``parts`` but holds a different n, dtype or labels
                 (the parts do not identify the data; add what differs to them).
         """
-        hit = self.get(parts, verify=verify)
-        if hit is None:
-            return self.put(parts, n, make_batches(), labels, dtype=dtype)
+        def make(_missing: list[int]) -> Iterable[list[np.ndarray]]:
+            return ([batch] for batch in make_batches())
+
+        return self.get_or_create_many([parts], n, make, labels, dtype, verify)[0]
+
+    def get_or_create_many(
+        self,
+        parts_list: Sequence[Mapping[str, Any]],
+        n: int,
+        make_batches: Callable[[list[int]], Iterable[Sequence[np.ndarray]]],
+        labels: np.ndarray,
+        dtype: str = "float32",
+        verify: str | None = None,
+    ) -> list[CachedFeatures]:
+        """The entries for ``parts_list``; the absent or corrupt ones are built together by
+        ``make_batches(missing)``, which streams one array per index in ``missing`` (indices
+        into ``parts_list``), as :meth:`put_many` takes them. Raises as :meth:`get_or_create`.
+        """
+        found = [self.get(parts, verify=verify) for parts in parts_list]
+        for hit in found:
+            if hit is not None:
+                self._check_hit(hit, n, dtype, labels)
+        missing = [i for i, hit in enumerate(found) if hit is None]
+        if missing:
+            built = self.put_many([parts_list[i] for i in missing], n, make_batches(missing),
+                                  labels, dtype=dtype)
+            for i, entry in zip(missing, built):
+                found[i] = entry
+        return found  # type: ignore[return-value]
+
+    @staticmethod
+    def _check_hit(hit: CachedFeatures, n: int, dtype: str, labels: np.ndarray) -> None:
         diffs = []
         if hit.meta["n"] != n:
             diffs.append(f"n={hit.meta['n']} (asked {n})")
@@ -355,7 +361,6 @@ class FeatureCache:
                 f"cache entry {hit.path} holds {', '.join(diffs)}; "
                 "make the key parts distinguish them"
             )
-        return hit
 
     def prune_temp(self, max_age_s: float = 86400.0) -> int:
         """Remove temporary directories older than ``max_age_s`` left by killed writers."""

@@ -1,5 +1,8 @@
 """Streaming feature extraction: images (or texts) in, (b, d) float32 batches out, in input order.
 
+:func:`iter_layer_features` reads several (layer, pooling) pairs from one forward pass per batch
+(:func:`~drprobe.sources.layers.layers_features`); :func:`iter_features` is its one-layer case.
+
 Only a batch or two of inputs and features are alive at a time, so memory stays bounded whatever
 the number of inputs; the caller (the feature cache) writes each batch to disk. The batch size
 adapts to the layer and to a memory budget (:func:`~drprobe.features.batching.plan_batches`).
@@ -28,6 +31,7 @@ from drprobe.features.batching import (
     DEFAULT_MAX_BATCH_MB,
     GPU_MEMORY_FRACTION,
     autocast_for,
+    channels_last,
     check_budgets,
     feature_dim,
     input_side,
@@ -39,11 +43,14 @@ from drprobe.features.batching import (
     upload,
 )
 from drprobe.sources.adapters.tokens import is_text
-from drprobe.sources.layers import PENULTIMATE, check_pooling, layer_features, resolve_layer
+from drprobe.sources.layers import PENULTIMATE, check_pooling, layers_features, resolve_layer
 from drprobe.sources.registry import ModelBundle
 from drprobe.sources.transforms import preprocess
 
-__all__ = ["feature_dim", "iter_features", "plan_batches"]
+__all__ = ["feature_dim", "iter_features", "iter_layer_features", "plan_batches"]
+
+Request = tuple[str, str]
+"""A (layer, pooling) pair."""
 
 
 def iter_features(
@@ -90,25 +97,63 @@ def iter_features(
         in input order. Arguments are checked before the iterator is returned; the batch plan
         (one or three dummy forward passes) is made when iteration starts.
     """
-    check_pooling(pooling, bundle)
-    layer = resolve_layer(bundle, layer)
+    stream = iter_layer_features(
+        bundle, [(layer, pooling)], images, image_size=image_size, batch_size=batch_size,
+        progress=progress, desc=desc, device=device, precision=precision,
+        max_batch_mb=max_batch_mb, gpu_memory_fraction=gpu_memory_fraction)
+    return (outputs[0] for outputs in stream)
+
+
+def iter_layer_features(
+    bundle: ModelBundle,
+    requests: Sequence[Request],
+    images: np.ndarray | Sequence[str],
+    *,
+    image_size: int | None = None,
+    batch_size: int = 256,
+    progress: bool = True,
+    desc: str | None = None,
+    device: str | torch.device | None = None,
+    precision: str = "auto",
+    max_batch_mb: float | None = DEFAULT_MAX_BATCH_MB,
+    gpu_memory_fraction: float = GPU_MEMORY_FRACTION,
+) -> Iterator[list[np.ndarray]]:
+    """Yield, batch by batch, the features of every (layer, pooling) request from one pass.
+
+    Arguments are those of :func:`iter_features`, with ``requests`` a non-empty list of
+    (layer, pooling) pairs instead of one layer and pooling. The batch size is the smallest
+    that :func:`~drprobe.features.batching.plan_batches` allows for any request.
+
+    Returns:
+        An iterator of lists: one float32 (b, d_i) array per request, in request order.
+
+    Memory: one batch of inputs, the forward pass up to the deepest requested layer, and the
+    pooled features of every request for one or two batches (b * sum d_i floats each).
+    """
+    requests = list(requests)
+    if not requests:
+        raise InvalidValueError("extraction needs at least one (layer, pooling) request")
+    for _layer, pooling in requests:
+        check_pooling(pooling, bundle)
+    requests = [(resolve_layer(bundle, layer), pooling) for layer, pooling in requests]
     size = input_side(bundle, image_size)
     batch_size = positive_int(batch_size, "batch size")
     dev = resolve_device(device, bundle)
     resolve_precision(precision, dev)
     check_budgets(max_batch_mb, gpu_memory_fraction)
-    plan_args = {"pooling": pooling, "image_size": size, "batch_size": batch_size,
+    plan_args = {"image_size": size, "batch_size": batch_size,
                  "max_batch_mb": max_batch_mb, "device": dev, "precision": precision,
                  "gpu_memory_fraction": gpu_memory_fraction}
     if is_text(bundle):
         texts = _texts(images)
-        fixed = pooling == "flatten" and layer != PENULTIMATE  # penultimate ignores the pooling
+        # penultimate ignores the pooling; a flattened hidden state needs one token length
+        fixed = any(p == "flatten" and layer != PENULTIMATE for layer, p in requests)
 
         def encode(batch: list[str]) -> dict[str, torch.Tensor]:
             inputs = bundle.encode(batch, size, fixed_length=fixed)  # type: ignore[attr-defined]
             return {k: upload(v, dev) for k, v in inputs.items()}
 
-        return _stream(bundle, layer, texts, encode, plan_args, progress, desc, "text")
+        return _stream(bundle, requests, texts, encode, plan_args, progress, desc, "text")
     if not hasattr(images, "shape"):
         images = np.asarray(images)
     if len(images.shape) not in (3, 4):
@@ -122,7 +167,7 @@ def iter_features(
         return preprocess(upload(torch.from_numpy(np.array(batch)), dev), size,
                           bundle.mean, bundle.std)
 
-    return _stream(bundle, layer, images, prepare, plan_args, progress, desc, "img")
+    return _stream(bundle, requests, images, prepare, plan_args, progress, desc, "img")
 
 
 def _pipelined(device: torch.device) -> bool:
@@ -149,33 +194,38 @@ def _finish(host: torch.Tensor, event: Any) -> np.ndarray:
 
 
 def _stream(
-    bundle: ModelBundle, layer: str, items: Any, prepare: Callable[[Any], Any],
+    bundle: ModelBundle, requests: list[Request], items: Any, prepare: Callable[[Any], Any],
     plan_args: dict[str, Any], progress: bool, desc: str | None, unit: str,
-) -> Iterator[np.ndarray]:
+) -> Iterator[list[np.ndarray]]:
     """Plan, then forward batch after batch; on CUDA batch i is handed out after batch i+1
     has been queued, so the host prepares inputs while the GPU computes."""
     bar = tqdm(total=len(items), desc=desc, unit=unit, file=sys.stderr, disable=not progress)
     try:
         with on_device(bundle, plan_args["device"]):  # moved once: planning runs there too
-            plan = plan_batches(bundle, layer, **plan_args)
+            plan = min((plan_batches(bundle, layer, pooling=pooling, **plan_args)
+                        for layer, pooling in dict.fromkeys(requests)),
+                       key=lambda p: p.batch_size)
             pipelined = _pipelined(plan.device)
-            pending: tuple[torch.Tensor, Any, int] | None = None
-            for start in range(0, len(items), plan.batch_size):
-                batch = items[start:start + plan.batch_size]
-                x = prepare(batch)
-                with autocast_for(plan.device, plan.precision):
-                    feats = layer_features(bundle, layer, x, plan_args["pooling"])
-                current = (*_to_host(feats, plan.device), len(batch))
-                del x, feats
-                if pipelined and pending is None:
-                    pending = current
-                    continue
-                done, pending = (pending, current) if pipelined else (current, None)
-                yield _finish(done[0], done[1])
-                bar.update(done[2])
+            pending: tuple[list, int] | None = None
+            with channels_last(bundle) as nhwc:
+                for start in range(0, len(items), plan.batch_size):
+                    batch = items[start:start + plan.batch_size]
+                    x = prepare(batch)
+                    if nhwc and isinstance(x, torch.Tensor) and x.ndim == 4:
+                        x = x.contiguous(memory_format=torch.channels_last)
+                    with autocast_for(plan.device, plan.precision):
+                        feats = layers_features(bundle, requests, x)
+                    current = ([_to_host(f, plan.device) for f in feats], len(batch))
+                    del x, feats
+                    if pipelined and pending is None:
+                        pending = current
+                        continue
+                    done, pending = (pending, current) if pipelined else (current, None)
+                    yield [_finish(host, event) for host, event in done[0]]
+                    bar.update(done[1])
             if pending is not None:
-                yield _finish(pending[0], pending[1])
-                bar.update(pending[2])
+                yield [_finish(host, event) for host, event in pending[0]]
+                bar.update(pending[1])
     finally:
         bar.close()
 

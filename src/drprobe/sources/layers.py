@@ -28,8 +28,8 @@ from drprobe.sources.adapters.tokens import HIDDEN_PREFIX, HiddenStatesBundle
 from drprobe.sources.registry import ModelBundle
 
 __all__ = ["PENULTIMATE", "POOLINGS", "TOKEN_POOLINGS", "LayerInfo", "check_pooling",
-           "dummy_inputs", "layer_features", "list_layers", "pool", "pool_tokens", "poolings",
-           "resolve_layer"]
+           "dummy_inputs", "layer_features", "layers_features", "list_layers", "pool",
+           "pool_tokens", "poolings", "resolve_layer"]
 
 PENULTIMATE = "penultimate"
 POOLINGS = ("avg", "flatten")
@@ -251,23 +251,68 @@ def layer_features(
     from :meth:`~drprobe.sources.adapters.tokens.HiddenStatesBundle.encode` (padded to a fixed
     length when ``pooling`` is ``"flatten"``), and ``pooling`` may also be ``"cls"``/``"mean"``.
     """
-    check_pooling(pooling, bundle)
-    layer = resolve_layer(bundle, layer)
+    return layers_features(bundle, [(layer, pooling)], x)[0]
+
+
+def layers_features(
+    bundle: ModelBundle, requests: Sequence[tuple[str, str]], x: Any
+) -> list[torch.Tensor]:
+    """Features of several (layer, pooling) pairs from ONE forward pass of a batch.
+
+    Every requested layer is hooked; each hook pools its output at once (a flattened view is
+    copied, so a later in-place op cannot change it) and the pass stops as soon as the last
+    requested layer has produced its output. Arguments are as in :func:`layer_features`.
+
+    Returns:
+        one (b, d_i) tensor per request, in the order of ``requests``.
+
+    Memory: the pooled outputs of the requests (b * sum d_i floats) plus the forward pass up to
+    the deepest requested layer; no feature map outlives its hook.
+    """
+    for _layer, pooling in requests:
+        check_pooling(pooling, bundle)
+    requests = [(resolve_layer(bundle, layer), pooling) for layer, pooling in requests]
     if isinstance(bundle, HiddenStatesBundle):
-        return _hidden_features(bundle, layer, x, pooling)
-    if layer == PENULTIMATE:
-        return _penultimate(bundle, x)
-    captured: list[torch.Tensor] = []
+        return _hidden_many(bundle, requests, x)
+    wanted: dict[str, list[str]] = {}
+    for layer, pooling in requests:
+        wanted.setdefault(layer, []).append(pooling)
+    captured: dict[tuple[str, str], torch.Tensor] = {}
+    done: set[str] = set()
 
-    def hook(_module: nn.Module, _args: tuple, output: object) -> None:
-        out = _first_tensor(output)
-        if out is not None:
-            captured.append(out)
-        raise _StopForward
+    def keep(layer: str, out: torch.Tensor | None) -> None:
+        if out is not None and layer not in done:
+            for pooling in wanted[layer]:
+                pooled = out.flatten(1) if layer == PENULTIMATE else pool(out, pooling)
+                shares = pooled.untyped_storage().data_ptr() == out.untyped_storage().data_ptr()
+                captured[(layer, pooling)] = pooled.clone() if shares else pooled
+            done.add(layer)
+        if len(done) == len(wanted):
+            raise _StopForward
 
-    handle = bundle.module.get_submodule(layer).register_forward_hook(hook)
-    with torch.inference_mode():
-        return pool(_run(bundle, handle, x, captured), pooling)
+    handles = []
+    try:
+        for layer in wanted:
+            if layer == PENULTIMATE:
+                handles.append(_classifier(bundle).register_forward_pre_hook(
+                    lambda _m, args, name=layer: keep(name, args[0])))
+            else:
+                handles.append(bundle.module.get_submodule(layer).register_forward_hook(
+                    lambda _m, _a, output, name=layer: keep(name, _first_tensor(output))))
+        with torch.inference_mode():
+            try:
+                bundle.module(x.to(_device(bundle.module)))
+            except _StopForward:
+                pass
+    finally:
+        for handle in handles:
+            handle.remove()
+    missing = [layer for layer in wanted if layer not in done]
+    if missing:
+        raise InvalidValueError(
+            f"layer {missing[0]!r} of model {bundle.spec!r} produced no tensor in a forward pass"
+        )
+    return [captured[request] for request in requests]
 
 
 def pool_tokens(states: torch.Tensor, mask: torch.Tensor | None, pooling: str) -> torch.Tensor:
@@ -307,11 +352,24 @@ def _hidden_penultimate(bundle: HiddenStatesBundle, inputs: Any) -> torch.Tensor
         return pool_tokens(states[-1], mask, bundle.head_pooling)
 
 
-def _hidden_features(bundle: HiddenStatesBundle, layer: str, x: Any, pooling: str
+def _hidden_many(bundle: HiddenStatesBundle, requests: list[tuple[str, str]], x: Any
+                 ) -> list[torch.Tensor]:
+    """The requests of a transformer bundle: its hidden states computed once for all."""
+    states = None
+    out = []
+    for layer, pooling in requests:
+        if layer == PENULTIMATE:
+            out.append(_hidden_penultimate(bundle, x))
+            continue
+        if states is None:
+            states = bundle.hidden_states(x)
+        out.append(_hidden_features(bundle, layer, states, pooling))
+    return out
+
+
+def _hidden_features(bundle: HiddenStatesBundle, layer: str, computed: tuple, pooling: str
                      ) -> torch.Tensor:
-    if layer == PENULTIMATE:
-        return _hidden_penultimate(bundle, x)
-    states, mask = bundle.hidden_states(x)
+    states, mask = computed
     h = states[int(layer[len(HIDDEN_PREFIX):])]
     with torch.inference_mode():
         if h.ndim == 3:
