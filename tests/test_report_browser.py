@@ -55,7 +55,7 @@ def page(tmp_path_factory, feature_cache):
 
 def test_every_image_loads_and_is_not_blank(tmp_path, page):
     n_figures = len(re.findall(r"<img ", page.read_text()))
-    assert n_figures == 8
+    assert n_figures == 10  # the 8 figures of one run + 2 comparing its two variants
     check = image_check(tmp_path, page)
     assert check["data-status"] == "ok", check["text"]
     assert check["data-images"] == str(n_figures) and check["data-bad"] == "0"
