@@ -146,3 +146,12 @@ def test_task_table_pairs_networks_across_tasks():
     assert steep["k_star"] == pytest.approx(np.mean(nets))
     assert steep["k_star_diff"] > 0 and steep["k_star_diff_low"] > 0
     assert steep["dr_diff_high"] < 0
+
+
+def test_task_table_takes_the_named_reference_dataset():
+    res = fake_results(2, harder=0.3)
+    table = task_table(res, [0.9], n_boot=50, reference="digits")
+    assert set(table["dataset"]) == {"mnist"} and set(table["reference_dataset"]) == {"digits"}
+    flipped = task_table(res, [0.9], n_boot=50)
+    steep = lambda t: t[t["variant"] == "steep"].iloc[0]  # noqa: E731
+    assert steep(table)["k_star_diff"] == pytest.approx(-steep(flipped)["k_star_diff"])

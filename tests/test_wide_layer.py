@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from drprobe.errors import InvalidValueError
-from drprobe.metrics import CrossProductStats
+from drprobe.metrics import CrossProductStats, debiased_linear_cka
 from drprobe.probes import ProbeBank
 from drprobe.selectors import make_family, resolve_ks
 from drprobe.wide.layer import analyze_wide
@@ -39,7 +39,8 @@ def test_wide_layer_equals_feature_space(tmp_path, path):
     tr = np.setdiff1d(np.arange(n_all), va)
     ks, fr = resolve_ks(d, [0.05, 0.3, 0.7, 1.0])
     budget = 2**20 if path == "streaming" else 2**34  # streaming: a tiny budget
-    got = analyze_wide(Xtr_m, ytr_all, Xte_m, yte, tr, va, selectors=["random", "pca_top"],
+    got = analyze_wide(Xtr_m, ytr_all, Xte_m, yte, tr, va,
+                       selectors=["random", "pca_top", "randproj_uniform"],
                        ks=ks, fractions=fr, seeds=[1, 2], bank=_bank(), probes_path=path,
                        budget_bytes=budget, block=31, scratch_dir=tmp_path)
     large = [k for k in ks if k > len(tr)] if path == "sample" else ks[-2:]
@@ -47,7 +48,8 @@ def test_wide_layer_equals_feature_space(tmp_path, path):
     # the feature-space reference: the same families through the bank and the moment CKA
     Xtr, Xva, Xte = X[:n_all][tr], X[:n_all][va], X[n_all:]
     stats = CrossProductStats.from_array(Xte)
-    fams = [make_family("random", Xtr, ks, seed=s, fractions=fr) for s in (1, 2)]
+    fams = [make_family(sel, Xtr, ks, seed=s, fractions=fr)
+            for sel in ("random", "randproj_uniform") for s in (1, 2)]
     pca_ks = [k for k in ks if k < len(tr) - 1]
     fams.append(make_family("pca_top", Xtr, pca_ks, fractions=fr[: len(pca_ks)]))
     want = _bank().fit(Xtr, ytr_all[tr], Xva, ytr_all[va], fams).evaluate(Xte, yte)
@@ -60,6 +62,11 @@ def test_wide_layer_equals_feature_space(tmp_path, path):
         deb = stats.subset_cka_debiased([fams[0].indices[:k] for k in ks])
         np.testing.assert_allclose([got.cka_debiased[("random", 1)][k] for k in ks], deb,
                                    atol=1e-6)
+        proj = fams[2]  # debiased CKA of a projection, directly from the features
+        for k in ks:
+            want_deb = debiased_linear_cka(Xte, proj.transform(Xte, k))
+            assert got.cka_debiased[("randproj_uniform", 1)][k] == pytest.approx(want_deb,
+                                                                                abs=1e-6)
     for w in want:
         g = by_key[(w.selector, w.seed, w.k)]
         assert abs(g.test_acc - w.test_acc) <= 0.003, (w.selector, w.k)
@@ -118,3 +125,18 @@ def test_resnet50_middle_dry_run_lists_the_papers_17_layers_with_widths_and_path
         (row,) = [r for r in rows if r.split()[1].endswith(f"-{layer}")]
         assert f"d={d:,}" in row
         assert ("probes: sample space" in row) == (d > 5000)  # wider than the training rows
+
+
+def test_projected_rows_in_scratch_files_equal_in_memory(tmp_path, monkeypatch):
+    X, y = _task(90, 60, seed=3)
+    ks, fr = resolve_ks(60, [0.1, 0.5, 1.0])
+    args = (X[:60], y[:60], X[60:], y[60:], np.arange(40), np.arange(40, 60))
+    kw = {"selectors": ["randproj_gauss"], "ks": ks, "fractions": fr, "seeds": [4],
+          "bank": _bank(), "probes_path": "sample", "budget_bytes": 2**30, "block": 7,
+          "scratch_dir": tmp_path}
+    memory = analyze_wide(*args, **kw)
+    monkeypatch.setattr("drprobe.wide.layer.IN_MEMORY_BYTES", 0)
+    scratch = analyze_wide(*args, **kw)
+    assert memory.cka == scratch.cka and len(memory.probes) == len(ks)
+    assert [p.test_acc for p in memory.probes] == [p.test_acc for p in scratch.probes]
+    assert not list(tmp_path.glob("drprobe-projected-*"))  # scratch files removed

@@ -151,9 +151,10 @@ def curves_table(results: pd.DataFrame) -> pd.DataFrame:
 
 def task_table(
     results: pd.DataFrame, deltas: Sequence[float] = (0.9,), *, n_boot: int = 1000,
-    ci: float = 0.95, random_state: int = 0,
+    ci: float = 0.95, random_state: int = 0, reference: str | None = None,
 ) -> pd.DataFrame:
-    """Each variant's k*_δ and DR_δ on every dataset against its first dataset (run order).
+    """Each variant's k*_δ and DR_δ on every dataset against the ``reference`` dataset (default,
+    or when a variant lacks it: its first dataset in the rows' order).
 
     One row per (variant, layer, selector, dataset, δ) with k_star, dr, and the differences
     k_star_diff / dr_diff (dataset − reference dataset) with hierarchical bootstrap intervals
@@ -162,7 +163,7 @@ def task_table(
     test set). Groups without a second dataset are left out.
     """
     res = _baseline_rows(variant_column(results))
-    first = res["dataset"].iloc[0] if len(res) else None
+    first = reference if reference is not None else (res["dataset"].iloc[0] if len(res) else None)
     out = []
     for (variant, layer, sel), rows in res.groupby(["variant", "layer", "selector"], sort=False):
         data = {ds: variant_data(r) for ds, r in rows.groupby("dataset", sort=False)}

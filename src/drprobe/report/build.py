@@ -20,9 +20,11 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import pandas as pd
+import yaml
 from tqdm.auto import tqdm
 
 from drprobe.errors import InvalidValueError
+from drprobe.experiment.config import DatasetConfig
 from drprobe.experiment.query import query, result_parts, run_table
 from drprobe.experiment.store import JOB_KEYS, atomic_path
 from drprobe.experiment.summary import summarize
@@ -82,6 +84,14 @@ def _render(fig, fmt: str) -> bytes:
     metadata = {"CreationDate": None} if fmt == "pdf" else None
     fig.savefig(buf, format=fmt, dpi=DPI, metadata=metadata)
     return buf.getvalue()
+
+
+def _first_dataset(config: Path) -> str | None:
+    """The results name of the run config's first dataset (the tasks' reference), if readable."""
+    try:
+        return DatasetConfig(**yaml.safe_load(config.read_text())["datasets"][0]).display
+    except (OSError, KeyError, IndexError, TypeError, ValueError, yaml.YAMLError):
+        return None
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
@@ -172,7 +182,8 @@ def build_report(
     if variants is not None:
         _write_atomic(out / "variants.csv", variants.to_csv(index=False).encode())
         if results["dataset"].nunique() > 1:
-            tasks = task_table(headline_rows(results), DEFAULT_DELTAS)
+            tasks = task_table(headline_rows(results), DEFAULT_DELTAS,
+                               reference=_first_dataset(config))
             _write_atomic(out / "tasks.csv", tasks.to_csv(index=False).encode())
     page_path = out / "report.html"
     _write_atomic(page_path, page.encode("utf-8"))

@@ -18,6 +18,7 @@ from drprobe.report.style import (
     ordered,
     panel_grid,
     series_label,
+    titled,
 )
 from drprobe.selectors import headline_selector
 
@@ -173,8 +174,7 @@ def pareto_figure(efficiency: pd.DataFrame) -> Figure:
         ax.set_title(" / ".join(str(k) for k in key[::-1]), fontsize=10)
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=7, title="ringed: Pareto frontier", title_fontsize=7)
-    fig.suptitle("Accuracy against probe size")
-    fig.tight_layout()
+    titled(fig, "Accuracy against probe size")
     return fig
 
 

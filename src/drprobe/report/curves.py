@@ -27,6 +27,7 @@ from drprobe.report.style import (
     panel_grid,
     seed_band,
     series_label,
+    titled,
 )
 from drprobe.selectors import headline_selector
 
@@ -49,8 +50,7 @@ def accuracy_figure(results: pd.DataFrame) -> Figure:
                 ax.axhline(full, ls="--", lw=0.8, color=line.get_color())
         finish_fraction_axis(ax, layer_title(df, layer), f"test accuracy ({sel} subsets)")
         ax.legend(fontsize=7, title="dashed: full layer", title_fontsize=7)
-    fig.suptitle(f"Accuracy against the fraction of neurons kept: {results['dataset'].iloc[0]}")
-    fig.tight_layout()
+    titled(fig, f"Accuracy against the fraction of neurons kept: {results['dataset'].iloc[0]}")
     return fig
 
 
@@ -69,8 +69,7 @@ def selectors_figure(results: pd.DataFrame) -> Figure:
             ax.axhline(full, ls="--", lw=0.8, color="0.3", label="full layer")
         finish_fraction_axis(ax, f"{series_label(model, weights)} {layer_title(g, layer)}", "test accuracy")
         ax.legend(fontsize=7)
-    fig.suptitle(f"Selectors compared: {results['dataset'].iloc[0]}")
-    fig.tight_layout()
+    titled(fig, f"Selectors compared: {results['dataset'].iloc[0]}")
     return fig
 
 
@@ -94,8 +93,7 @@ def cka_figure(results: pd.DataFrame) -> Figure:
         finish_fraction_axis(ax, layer_title(results, layer), "linear CKA (subset vs layer)")
         ax.set_ylim(0, 1.02)
         ax.legend(fontsize=7)
-    fig.suptitle(f"CKA against the fraction of neurons kept: {results['dataset'].iloc[0]}")
-    fig.tight_layout()
+    titled(fig, f"CKA against the fraction of neurons kept: {results['dataset'].iloc[0]}")
     return fig
 
 
@@ -116,8 +114,7 @@ def accuracy_gini_figure(results: pd.DataFrame) -> Figure:
         ax.yaxis.label.set_color("C0")
         twin.set_ylabel("Gini of per-class accuracy", color="C3")
         ax.legend([acc_line, gini_line], ["test accuracy", "Gini"], fontsize=7, loc="center right")
-    fig.suptitle(f"Accuracy and fairness ({sel} subsets): {results['dataset'].iloc[0]}")
-    fig.tight_layout()
+    titled(fig, f"Accuracy and fairness ({sel} subsets): {results['dataset'].iloc[0]}")
     return fig
 
 

@@ -43,6 +43,13 @@ def panel_grid(n: int, width: float = 4.6, height: float = 3.5, max_cols: int = 
     return fig, flat[:n]
 
 
+def titled(fig, title: str) -> None:
+    """Give ``fig`` a title above its panels and lay the panels out below it."""
+    inch = 1 / fig.get_figheight()  # one inch as a fraction of the figure's height
+    fig.suptitle(title, y=1 - 0.08 * inch, va="top")
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.3 * inch))
+
+
 def seed_band(ax, probes: pd.DataFrame, metric: str, **style) -> tuple:
     """Plot the seed mean of ``metric`` against fraction with a min-max band.
 

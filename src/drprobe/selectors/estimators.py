@@ -19,6 +19,7 @@ from sklearn.preprocessing import StandardScaler
 from drprobe.errors import InvalidValueError
 from drprobe.selectors.family import apply_basis
 from drprobe.selectors.pca import pca_nonnull_basis
+from drprobe.selectors.projections import projection_columns
 
 
 def _mean_and_cross(X: Any, batch: int = 4096) -> tuple[np.ndarray, np.ndarray]:
@@ -118,19 +119,17 @@ class RandomProjectionUniform(Selector):
     """The paper's projection: i.i.d. Uniform[0, 1) entries, unit-norm columns, no centring.
 
     Column j is the j-th block of d draws of ``default_rng(seed)``, so the first k columns of the
-    d×d matrix are drawn without building it and are nested across k.
+    d×d matrix are drawn without building it and are nested across k
+    (:mod:`~drprobe.selectors.projections`).
     """
 
     kind = "projection"
     seeded = True
-
-    def _draw(self, rng: np.random.Generator, k: int, d: int) -> np.ndarray:
-        return rng.random((k, d)).T
+    draws = "randproj_uniform"
 
     def fit(self, X: Any, y: Any = None) -> RandomProjectionUniform:
         d = self._width(X)
-        W = self._draw(np.random.default_rng(self.random_state), self._k(d), d)
-        self.components_ = W / np.linalg.norm(W, axis=0)
+        self.components_ = projection_columns(self.draws, self.random_state, d, 0, self._k(d))
         self.mean_ = np.zeros(d)
         return self
 
@@ -138,8 +137,7 @@ class RandomProjectionUniform(Selector):
 class RandomProjectionGauss(RandomProjectionUniform):
     """i.i.d. N(0, 1) columns scaled to unit norm (the textbook random projection), no centring."""
 
-    def _draw(self, rng: np.random.Generator, k: int, d: int) -> np.ndarray:
-        return rng.standard_normal((k, d)).T
+    draws = "randproj_gauss"
 
 
 class VarianceRanked(Selector):

@@ -97,34 +97,51 @@ def _classifier(bundle: ModelBundle) -> nn.Module:
         ) from err
 
 
-def _penultimate(bundle: ModelBundle, x: torch.Tensor) -> torch.Tensor:
+def _penultimate(bundle: ModelBundle, x: Any) -> torch.Tensor:
     """(b, d) input of the classifier, captured by a pre-hook that stops the forward pass."""
-    captured: list[torch.Tensor] = []
-
-    def pre_hook(_module: nn.Module, args: tuple) -> None:
-        captured.append(args[0])
-        raise _StopForward
-
-    handle = _classifier(bundle).register_forward_pre_hook(pre_hook)
-    return _run(bundle, handle, x, captured).flatten(1)
+    return _hooked_forward(bundle, {PENULTIMATE: ["flatten"]}, x)[(PENULTIMATE, "flatten")]
 
 
-def _run(bundle: ModelBundle, handle: torch.utils.hooks.RemovableHandle, x: torch.Tensor,
-         captured: list[torch.Tensor]) -> torch.Tensor:
-    """Forward ``x`` until the hook behind ``handle`` fires; always removes the hook."""
+def _hooked_forward(bundle: ModelBundle, wanted: dict[str, list[str]], x: Any
+                    ) -> dict[tuple[str, str], torch.Tensor]:
+    """One forward pass of ``x`` with a hook on every layer of ``wanted`` (layer -> poolings);
+    returns the pooled output per (layer, pooling) and stops the pass after the last of them."""
+    captured: dict[tuple[str, str], torch.Tensor] = {}
+    done: set[str] = set()
+
+    def keep(layer: str, out: torch.Tensor | None) -> None:
+        if out is not None and layer not in done:
+            for pooling in wanted[layer]:
+                pooled = out.flatten(1) if layer == PENULTIMATE else pool(out, pooling)
+                shares = pooled.untyped_storage().data_ptr() == out.untyped_storage().data_ptr()
+                captured[(layer, pooling)] = pooled.clone() if shares else pooled
+            done.add(layer)
+        if len(done) == len(wanted):
+            raise _StopForward
+
+    handles = []
     try:
+        for layer in wanted:
+            if layer == PENULTIMATE:
+                handles.append(_classifier(bundle).register_forward_pre_hook(
+                    lambda _m, args, name=layer: keep(name, args[0])))
+            else:
+                handles.append(bundle.module.get_submodule(layer).register_forward_hook(
+                    lambda _m, _a, output, name=layer: keep(name, _first_tensor(output))))
         with torch.inference_mode():
             try:
                 bundle.module(x.to(_device(bundle.module)))
             except _StopForward:
                 pass
     finally:
-        handle.remove()
-    if not captured:
+        for handle in handles:
+            handle.remove()
+    missing = [layer for layer in wanted if layer not in done]
+    if missing:
         raise InvalidValueError(
-            f"the hooked layer of model {bundle.spec!r} produced no tensor in a forward pass"
+            f"layer {missing[0]!r} of model {bundle.spec!r} produced no tensor in a forward pass"
         )
-    return captured[0]
+    return captured
 
 
 def list_layers(bundle: ModelBundle, input_size: int | None = None) -> list[LayerInfo]:
@@ -277,41 +294,7 @@ def layers_features(
     wanted: dict[str, list[str]] = {}
     for layer, pooling in requests:
         wanted.setdefault(layer, []).append(pooling)
-    captured: dict[tuple[str, str], torch.Tensor] = {}
-    done: set[str] = set()
-
-    def keep(layer: str, out: torch.Tensor | None) -> None:
-        if out is not None and layer not in done:
-            for pooling in wanted[layer]:
-                pooled = out.flatten(1) if layer == PENULTIMATE else pool(out, pooling)
-                shares = pooled.untyped_storage().data_ptr() == out.untyped_storage().data_ptr()
-                captured[(layer, pooling)] = pooled.clone() if shares else pooled
-            done.add(layer)
-        if len(done) == len(wanted):
-            raise _StopForward
-
-    handles = []
-    try:
-        for layer in wanted:
-            if layer == PENULTIMATE:
-                handles.append(_classifier(bundle).register_forward_pre_hook(
-                    lambda _m, args, name=layer: keep(name, args[0])))
-            else:
-                handles.append(bundle.module.get_submodule(layer).register_forward_hook(
-                    lambda _m, _a, output, name=layer: keep(name, _first_tensor(output))))
-        with torch.inference_mode():
-            try:
-                bundle.module(x.to(_device(bundle.module)))
-            except _StopForward:
-                pass
-    finally:
-        for handle in handles:
-            handle.remove()
-    missing = [layer for layer in wanted if layer not in done]
-    if missing:
-        raise InvalidValueError(
-            f"layer {missing[0]!r} of model {bundle.spec!r} produced no tensor in a forward pass"
-        )
+    captured = _hooked_forward(bundle, wanted, x)
     return [captured[request] for request in requests]
 
 

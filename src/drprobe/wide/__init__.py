@@ -12,7 +12,8 @@ n×n counterpart:
   from the null space;
 - :mod:`~drprobe.wide.dual_probe`: an L2-penalised probe on standardised subset columns trained
   exactly on Φ = U Λ^{1/2} of the subset's train Gram;
-- :mod:`~drprobe.wide.projections`: random projections drawn in column blocks from the seed;
+- :mod:`~drprobe.wide.projections`: features projected by random projections drawn in column
+  blocks from the seed (:mod:`drprobe.selectors.projections`);
 - :mod:`~drprobe.wide.streaming`: a first-order solver streaming row chunks of a memmap, for when
   neither n² nor d² fits;
 - :mod:`~drprobe.wide.memory`: the memory planner choosing a path per stage under a budget.
@@ -23,12 +24,13 @@ This package sits between :mod:`drprobe.metrics` and :mod:`drprobe.experiment`.
 from __future__ import annotations
 
 from drprobe.selectors.pca import nonnull_count, pca_nonnull_basis
+from drprobe.selectors.projections import iter_projection_blocks, projection_columns
 from drprobe.wide.columns import ColumnReader
 from drprobe.wide.dual_pca import dual_pca
 from drprobe.wide.dual_probe import nested_probe_grams, sample_space_features
 from drprobe.wide.gram import cka_from_grams, nested_gram_cka
 from drprobe.wide.memory import MemoryPlan, StagePlan, default_budget_bytes, plan_memory
-from drprobe.wide.projections import iter_projection_blocks, project, projection_columns
+from drprobe.wide.projections import project
 from drprobe.wide.streaming import StreamingProbes
 
 __all__ = [

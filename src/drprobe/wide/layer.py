@@ -11,7 +11,10 @@ neuron-major scratch copy (:class:`~drprobe.wide.columns.ColumnReader`), then
   non-null rank (:func:`~drprobe.wide.dual_pca.clip_to_rank`);
 - probes: sizes k ≤ ``feature_limit`` (and every PCA size) are trained by the bank on the
   materialised columns, all families in one call; larger sizes either from their Grams (Φ,
-  "sample", the families' passes in lockstep) or by :class:`~drprobe.wide.streaming.StreamingProbes`.
+  "sample", the families' passes in lockstep) or by :class:`~drprobe.wide.streaming.StreamingProbes`;
+- random projections (``randproj_uniform`` / ``randproj_gauss``): every split's rows projected
+  onto the seed's first max(k) directions, block by block (n·d·max(k) multiply-adds, never a
+  d×d matrix), then CKA and probes as for a coordinate family in the projection's order.
 
 Peak memory: the plan's stage peaks (:mod:`drprobe.wide.memory`) plus the materialised small
 sizes, (n_train + n_val + n_test)·Σ_families min(k_max, feature_limit) float32.
@@ -19,10 +22,12 @@ sizes, (n_train + n_val + n_test)·Σ_families min(k_max, feature_limit) float32
 
 from __future__ import annotations
 
+import os
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 
@@ -31,16 +36,19 @@ from drprobe.metrics.fairness import per_class_accuracy
 from drprobe.probes import ProbeBank, ProbeResult
 from drprobe.selectors import SELECTORS
 from drprobe.selectors.pca import clip_to_rank
-from drprobe.wide.columns import ColumnReader
+from drprobe.selectors.projections import KINDS as PROJECTION_KINDS
+from drprobe.wide.columns import IN_MEMORY_BYTES, ColumnReader
 from drprobe.wide.dual_pca import dual_pca
 from drprobe.wide.dual_probe import FeatureBlock, probe_blocks, sample_space_probes
 from drprobe.wide.gram import DEFAULT_BLOCK, cka_from_grams, nested_cross_grams, nested_gram_cka
 from drprobe.wide.memory import bank_bytes
+from drprobe.wide.projections import project
 from drprobe.wide.streaming import StreamingProbes
 
-#: selectors the wide path runs: coordinate families with a fixed neuron order, and PCA
-WIDE_SELECTORS = ("random", "prefix", "pca_top", "pca_least")
-_SEEDED = ("random",)
+#: selectors the wide path runs: coordinate families with a fixed neuron order, PCA, and random
+#: projections (the features projected block by block, then treated as a coordinate family)
+WIDE_SELECTORS = ("random", "prefix", "pca_top", "pca_least", *PROJECTION_KINDS)
+_SEEDED = ("random", *PROJECTION_KINDS)
 
 
 @dataclass
@@ -105,9 +113,10 @@ def analyze_wide(
     ks, fractions = [int(k) for k in ks], [float(f) for f in fractions]
     frac_of = dict(zip(ks, fractions))
     # deterministic selectors are one family with seed 0, as make_family records them
-    coords = [(s, seed, neuron_order(s, seed, d)) for s in selectors
-              if s not in ("pca_top", "pca_least")
-              for seed in ([int(x) for x in seeds] if s in _SEEDED else [0])]
+    families = [(s, seed) for s in selectors
+                for seed in ([int(x) for x in seeds] if s in _SEEDED else [0])]
+    coords = [(s, seed, neuron_order(s, seed, d)) for s, seed in families
+              if s not in ("pca_top", "pca_least", *PROJECTION_KINDS)]
     n_rows, n_classes = len(tr_idx) + len(va_idx), int(max(ytr.max(), y_test.max())) + 1
     limit = feature_limit(n_rows, n_classes, len(np.atleast_1d(bank.l2_grid)), budget_bytes,
                           ks, len(tr_idx), probes_path)
@@ -155,7 +164,88 @@ def analyze_wide(
                 out.probes += _streaming(bank, X_train, ytr, yva, X_test, y_test, tr_idx,
                                          va_idx, sel, seed, order, large, frac_of, progress)
         out.seconds[f"probes_{probes_path}"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        for sel, seed in families:
+            if sel in PROJECTION_KINDS:
+                out.probes += _projection_family(
+                    bank, sel, seed, X_train, ytr, yva, X_test, y_test, tr_idx, va_idx,
+                    ks, small, large, frac_of, K_test, probes_path, block, scratch_dir,
+                    progress, out)
+        out.seconds["projections"] = time.perf_counter() - t0
     return out
+
+
+def _projection_family(
+    bank: ProbeBank, sel: str, seed: int, X_train: Any, ytr: np.ndarray, yva: np.ndarray,
+    X_test: Any, y_test: np.ndarray, tr_idx: np.ndarray, va_idx: np.ndarray, ks: list[int],
+    small: list[int], large: list[int], frac_of: dict[int, float], K_test: np.ndarray,
+    probes_path: str, block: int, scratch_dir: Any, progress: bool, out: WideOutput,
+) -> list[ProbeResult]:
+    """One random-projection family: the rows projected onto its first max(ks) directions
+    (:func:`~drprobe.wide.projections.project`, n·d·max(ks) multiply-adds), then CKA and probes
+    exactly as for a coordinate family whose neuron order is the projection's column order.
+    Records its CKA values in ``out``; returns its probes.
+
+    Memory: the projected rows, (n_train + n_val + n_test)·max(ks) float32, held in memory up
+    to the column reader's in-memory size and otherwise in scratch files, plus one block of P.
+    """
+    m, n_tr = ks[-1], len(tr_idx)
+    rows = np.concatenate([tr_idx, va_idx])
+    with _Projected(X_train, rows, sel, seed, m, scratch_dir) as Z, \
+            _Projected(X_test, None, sel, seed, m, scratch_dir) as Z_test, \
+            ColumnReader(Z.array, np.arange(n_tr), scratch_dir) as train, \
+            ColumnReader(Z.array, np.arange(n_tr, rows.size), scratch_dir) as val, \
+            ColumnReader(Z_test.array, None, scratch_dir) as test:
+        order = np.arange(m)
+        lin, deb, _ = nested_gram_cka(test, order, ks, full_gram=K_test, block=block,
+                                      progress=progress)
+        out.cka[(sel, seed)] = dict(zip(ks, lin))
+        out.cka_debiased[(sel, seed)] = dict(zip(ks, deb))
+        probes = []
+        if small:
+            columns = (r.columns(order[: small[-1]]) for r in (train, val, test))
+            probes += probe_blocks(bank, [FeatureBlock(sel, seed, small, *columns,
+                                                       fractions=[frac_of[k] for k in small])],
+                                   ytr, yva, y_test, standardize=bool(bank.standardize))
+        if large and probes_path == "sample":
+            probes += sample_space_probes(
+                bank, train, ytr, val, yva, test, y_test, [(sel, seed, order)], large,
+                fractions=[frac_of[k] for k in large], block=block, progress=progress)
+        elif large:
+            probes += _streaming(bank, Z.array, ytr, yva, Z_test.array, y_test,
+                                 np.arange(n_tr), np.arange(n_tr, rows.size), sel, seed, order,
+                                 large, frac_of, progress)
+    return probes
+
+
+class _Projected:
+    """X[rows] projected onto the first m directions of (sel, seed), float32, in memory when it
+    takes at most the column reader's in-memory size, else in a scratch file removed on exit."""
+
+    def __init__(self, X: Any, rows: Any, sel: str, seed: int, m: int, scratch_dir: Any):
+        n = int(X.shape[0]) if rows is None else len(rows)
+        self._path: str | None = None
+        if n * m * 4 <= IN_MEMORY_BYTES:
+            self.array = np.empty((n, m), dtype=np.float32)
+        else:
+            fd, self._path = tempfile.mkstemp(prefix="drprobe-projected-", suffix=".npy",
+                                              dir=scratch_dir)
+            os.close(fd)
+            self.array = np.lib.format.open_memmap(self._path, mode="w+", dtype=np.float32,
+                                                   shape=(n, m))
+        try:
+            project(X, sel, seed, m, rows=rows, out=self.array)
+        except BaseException:
+            self.__exit__()
+            raise
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.array = None
+        if self._path is not None:
+            os.remove(self._path)
 
 
 def _pca_block(

@@ -1,87 +1,51 @@
-"""Random projections at large d, drawn in column blocks from the seed, never as a dense d×d.
+"""Projecting wide features: (X − mean) P[:, :m] with P drawn block by block from the seed.
 
-The selectors' projection (:class:`~drprobe.selectors.RandomProjectionUniform` and its Gaussian
-twin) fills column j of the d×d matrix with the j-th run of d draws of ``default_rng(seed)`` and
-scales it to unit norm. Drawing the same stream b columns at a time gives the same numbers, so a
-block of columns [lo, hi) is exact, whatever the block size. For the uniform kind (one 64-bit
-draw per value) a block can start anywhere by jumping the generator ahead
-(``bit_generator.advance``); the Gaussian kind consumes a variable number of draws per value and
-is generated from column 0 onwards.
+The projection matrix is that of the selectors (:mod:`drprobe.selectors.projections`), never
+built as a dense d×d: each block of P (d, b) is multiplied with every row chunk of X and
+dropped. Cost n·d·m multiply-adds (a projection onto m = d directions costs as much as a d×d
+product per row); X is read once per block of P.
 
-Peak memory: one block of d·b float64 (and for :func:`project` one row chunk of X plus the
-(n, m) output).
+Peak memory: one block of P (d·b float64), one row chunk of X (r·d float64) and the output, which
+may be a memory-mapped file (``out``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
-from drprobe.errors import InvalidValueError
+from drprobe.selectors.projections import iter_projection_blocks
 
-KINDS = ("randproj_uniform", "randproj_gauss")
-
-
-def _check(kind: str, d: int, lo: int, hi: int) -> None:
-    if kind not in KINDS:
-        raise InvalidValueError(f"unknown projection kind {kind!r}; valid choices: "
-                                f"{', '.join(KINDS)}")
-    if not (0 <= lo < hi <= d):
-        raise InvalidValueError(f"projection columns [{lo}, {hi}) must lie in [0, {d}]")
-
-
-def _draw(rng: np.random.Generator, kind: str, b: int, d: int) -> np.ndarray:
-    """b unit-norm columns (d, b) from the generator's next b·d draws."""
-    W = (rng.random((b, d)) if kind == "randproj_uniform" else rng.standard_normal((b, d))).T
-    return W / np.linalg.norm(W, axis=0)
-
-
-def projection_columns(kind: str, seed: Any, d: int, lo: int, hi: int) -> np.ndarray:
-    """Columns [lo, hi) (d, hi − lo) of the seed's d×d projection matrix, exactly."""
-    _check(kind, d, lo, hi)
-    if kind == "randproj_uniform":
-        rng = np.random.default_rng(seed)
-        rng.bit_generator.advance(lo * d)  # one 64-bit draw per uniform value
-    else:
-        rng = _walked(seed, d, lo)
-    return _draw(rng, kind, hi - lo, d)
-
-
-def _walked(seed: Any, d: int, lo: int, chunk: int = 256) -> np.random.Generator:
-    """A Gaussian generator advanced past the first ``lo`` columns (lo·d normal draws)."""
-    rng = np.random.default_rng(seed)
-    for start in range(0, lo, chunk):
-        rng.standard_normal((min(chunk, lo - start), d))
-    return rng
-
-
-def iter_projection_blocks(
-    kind: str, seed: Any, d: int, m: int, block: int = 256
-) -> Iterator[tuple[int, int, np.ndarray]]:
-    """(lo, hi, P[:, lo:hi]) for consecutive blocks of the first m columns."""
-    if m == 0:
-        return
-    _check(kind, d, 0, m)
-    if block < 1:
-        raise InvalidValueError(f"block must be >= 1; got {block}")
-    rng = np.random.default_rng(seed)
-    for lo in range(0, m, block):
-        hi = min(lo + block, m)
-        yield lo, hi, _draw(rng, kind, hi - lo, d)
+PROJECTION_BLOCK_BYTES = 64 * 2**20  # one block of P
+ROW_CHUNK_BYTES = 64 * 2**20  # one chunk of X's rows
 
 
 def project(
-    X: Any, kind: str, seed: Any, m: int, *, block: int = 256, mean: Any = None,
-    row_chunk: int = 4096,
+    X: Any, kind: str, seed: Any, m: int, *, block: int | None = None, mean: Any = None,
+    row_chunk: int | None = None, rows: Any = None, out: Any = None,
 ) -> np.ndarray:
-    """(X − mean) P[:, :m] as (n, m) float64, P drawn block by block (X (n, d), any memmap)."""
-    n, d = int(X.shape[0]), int(X.shape[1])
-    out = np.empty((n, m))
+    """(X[rows] − mean) P[:, :m] as an (n, m) array (float64 unless ``out`` is given).
+
+    Args:
+        X: (n_all, d) features, any array or memmap.
+        kind, seed: the projection (``randproj_uniform`` / ``randproj_gauss``) and its seed.
+        m: number of projected coordinates (the first m columns of P).
+        block: columns of P per block (default: 64 MiB of P).
+        mean: (d,) subtracted from every row first (default none: the paper's projection).
+        row_chunk: rows of X per product (default: 64 MiB of float64 rows).
+        rows: the rows of X to project, in order (default all).
+        out: an (n, m) array to fill (e.g. a float32 memmap) instead of a new float64 one.
+    """
+    d = int(X.shape[1])
+    rows = np.arange(X.shape[0]) if rows is None else np.asarray(rows, dtype=np.int64)
+    n = rows.size
+    block = block or max(1, PROJECTION_BLOCK_BYTES // (8 * d))
+    row_chunk = row_chunk or max(1, ROW_CHUNK_BYTES // (8 * d))
+    out = np.empty((n, m)) if out is None else out
     shift = None if mean is None else np.asarray(mean, dtype=np.float64)
     for lo, hi, P in iter_projection_blocks(kind, seed, d, m, block):
         for r0 in range(0, n, row_chunk):
-            R = np.asarray(X[r0:r0 + row_chunk], dtype=np.float64)
+            R = np.asarray(X[rows[r0:r0 + row_chunk]], dtype=np.float64)
             out[r0:r0 + R.shape[0], lo:hi] = (R if shift is None else R - shift) @ P
     return out
