@@ -294,6 +294,7 @@ def test_two_threads_same_key(tmp_path: Path):
     check_single_entry(tmp_path, X)
 
 
+@pytest.mark.slow
 def test_two_processes_same_key(tmp_path: Path):
     ctx = mp.get_context("spawn")
     with ctx.Manager() as manager:

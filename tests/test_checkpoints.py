@@ -275,6 +275,7 @@ def _flax_vit_logits(a: dict[str, np.ndarray], images: np.ndarray, patch: int) -
     return ln(x, "Transformer/encoder_norm")[:, 0] @ a["head/kernel"] + a["head/bias"]
 
 
+@pytest.mark.slow
 def test_augreg_npz_matches_a_flax_layout_reference(vit32, tmp_path):
     arrays = _augreg_arrays(vit32)
     arrays["head/kernel"] = np.random.default_rng(0).normal(0, 0.05, (384, 10)).astype(np.float32)
@@ -297,6 +298,7 @@ def test_augreg_npz_round_trip(vit32, tmp_path, big_vision):
                                atol=1e-5)
 
 
+@pytest.mark.slow
 def test_augreg_vit_s16_round_trip(tmp_path):
     source = load_model("builtin:vit_small_patch16_224", "random", 6)
     path = tmp_path / "S_16.npz"
@@ -308,6 +310,7 @@ def test_augreg_vit_s16_round_trip(tmp_path):
                                layer_features(source, "penultimate", x), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_augreg_npz_errors(vit32, tmp_path):
     arrays = _augreg_arrays(vit32)
     extra = tmp_path / "extra.npz"

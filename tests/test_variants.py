@@ -93,6 +93,7 @@ def test_bad_tables_are_one_line_errors():
         variant_table(res.drop(columns="test_correct"), n_boot=10)
 
 
+@pytest.mark.slow
 def test_report_draws_variant_figures(tmp_path):
     from sklearn.datasets import load_digits
 
@@ -153,5 +154,5 @@ def test_task_table_takes_the_named_reference_dataset():
     table = task_table(res, [0.9], n_boot=50, reference="digits")
     assert set(table["dataset"]) == {"mnist"} and set(table["reference_dataset"]) == {"digits"}
     flipped = task_table(res, [0.9], n_boot=50)
-    steep = lambda t: t[t["variant"] == "steep"].iloc[0]  # noqa: E731
+    steep = lambda t: t[t["variant"] == "steep"].iloc[0]
     assert steep(table)["k_star_diff"] == pytest.approx(-steep(flipped)["k_star_diff"])

@@ -129,9 +129,16 @@ def test_blur_conv_matches_a_direct_stencil():
         torch.testing.assert_close(blur(x), conv(stencil), rtol=1e-5, atol=1e-6)
 
 
+class _LoadedOnFirstUse(dict):
+    def __missing__(self, name: str):
+        self[name] = load_model(f"builtin:{name}", "random", 0)
+        return self[name]
+
+
 @pytest.fixture(scope="module")
 def bundles():
-    return {name: load_model(f"builtin:{name}", "random", 0) for name in SPECS}
+    """Each architecture's random-init bundle, built when a test first asks for it."""
+    return _LoadedOnFirstUse()
 
 
 @pytest.fixture(scope="module")
@@ -139,6 +146,7 @@ def images():
     return torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(SPECS))
 def test_bundle_penultimate_and_classifier(bundles, images, name):
     bundle = bundles[name]
