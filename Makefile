@@ -39,7 +39,7 @@ demo: setup
 
 # The whole study of docs/findings.md: pretrain the variants (configs/study/pretrain.yaml), run
 # every configs/study/*.yaml, draw the reports, copy figures and tables to docs/img/findings/.
-# Resumable; per-stage wall and CPU seconds in runs/study/timings.json.
+# Resumable; per-stage wall and CPU seconds in runs/study/timings.json (every call: timings.jsonl).
 study: setup
 	$(BIN)/drprobe study configs/study --out runs/study --figures docs/img/findings --jobs 2 --threads 1
 

@@ -43,3 +43,6 @@ def test_tiny_study_end_to_end(tmp_path, monkeypatch):
     run_study(TINY, "runs/study-tiny", jobs=1, progress=False, log=None,
               cache_dir=str(tmp_path / "cache"))  # everything is skipped
     assert len(parts) == 4 + 12 and [p.stat().st_mtime_ns for p in parts] == stamps
+    calls = [json.loads(line) for line in
+             (tmp_path / "runs/study-tiny/timings.jsonl").read_text().splitlines()]
+    assert len(calls) == 2 and calls[0]["stages"] == timings  # the first call is kept

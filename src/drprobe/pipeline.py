@@ -13,8 +13,10 @@ Stages, each resumable (a second call skips finished work):
 4. every report PNG copied to ``figures/NAME-<figure>.png``; the report's ``variants.csv`` and
    ``tasks.csv`` and the run's ``summary.csv`` to ``figures/NAME-<table>.csv``.
 
-Wall and CPU seconds of each stage go to ``OUT/timings.json``. Memory: that of the largest
-stage (a pretraining process per job, or one run's largest feature array).
+Wall and CPU seconds of each stage go to ``OUT/timings.json`` (this call) and are appended, one
+line per call, to ``OUT/timings.jsonl`` (so the first, full call is not lost to a resumed one).
+Memory: that of the largest stage (a pretraining process per job, or one run's largest feature
+array).
 """
 
 from __future__ import annotations
@@ -108,6 +110,9 @@ def run_study(
                     shutil.copyfile(src, figures / f"{name}-{what}.csv")
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "timings.json", json.dumps(timings, indent=1) + "\n")
+    with open(out / "timings.jsonl", "a", encoding="utf-8") as history:
+        history.write(json.dumps({"finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                                  "stages": timings}) + "\n")
     return timings
 
 
