@@ -218,12 +218,3 @@ def test_faithful_protocol_on_precomputed_features_is_refused(tmp_path, digits_n
     assert not (tmp_path / "out").exists()
 
 
-@pytest.fixture
-def digits_npz(tmp_path):
-    from sklearn.datasets import load_digits
-
-    X, y = load_digits(return_X_y=True)
-    path = tmp_path / "digits.npz"
-    np.savez(path, X_train=X[:1000].astype(np.float32), y_train=y[:1000],
-             X_test=X[1000:].astype(np.float32), y_test=y[1000:])
-    return path

@@ -73,17 +73,6 @@ def test_config_fields_are_validated(tmp_path):
         parse_config(_config(tmp_path / "x.npz", labels={0: 0, 1: 3}))
 
 
-@pytest.fixture
-def digits_npz(tmp_path):
-    from sklearn.datasets import load_digits
-
-    X, y = load_digits(return_X_y=True)
-    path = tmp_path / "digits.npz"
-    np.savez(path, X_train=X[:1000].astype(np.float32), y_train=y[:1000],
-             X_test=X[1000:].astype(np.float32), y_test=y[1000:])
-    return path
-
-
 def test_run_with_groupings_and_nulls(tmp_path, digits_npz):
     from drprobe.experiment.runner import run_experiment
 
