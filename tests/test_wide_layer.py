@@ -40,7 +40,7 @@ def test_wide_layer_equals_feature_space(tmp_path, path):
     ks, fr = resolve_ks(d, [0.05, 0.3, 0.7, 1.0])
     budget = 2**20 if path == "streaming" else 2**34  # streaming: a tiny budget
     got = analyze_wide(Xtr_m, ytr_all, Xte_m, yte, tr, va,
-                       selectors=["random", "pca_top", "randproj_uniform"],
+                       selectors=["random", "variance", "pca_top", "randproj_uniform"],
                        ks=ks, fractions=fr, seeds=[1, 2], bank=_bank(), probes_path=path,
                        budget_bytes=budget, block=31, scratch_dir=tmp_path)
     large = [k for k in ks if k > len(tr)] if path == "sample" else ks[-2:]
@@ -50,6 +50,7 @@ def test_wide_layer_equals_feature_space(tmp_path, path):
     stats = CrossProductStats.from_array(Xte)
     fams = [make_family(sel, Xtr, ks, seed=s, fractions=fr)
             for sel in ("random", "randproj_uniform") for s in (1, 2)]
+    fams.append(make_family("variance", Xtr, ks, fractions=fr))
     pca_ks = [k for k in ks if k < len(tr) - 1]
     fams.append(make_family("pca_top", Xtr, pca_ks, fractions=fr[: len(pca_ks)]))
     want = _bank().fit(Xtr, ytr_all[tr], Xva, ytr_all[va], fams).evaluate(Xte, yte)
@@ -59,9 +60,10 @@ def test_wide_layer_equals_feature_space(tmp_path, path):
         for k in fam.ks:
             assert got.cka[(fam.selector, fam.seed)][k] == pytest.approx(lin[k], abs=1e-6)
     if path == "sample":  # debiased CKA of coordinate subsets, exact from the moments too
-        deb = stats.subset_cka_debiased([fams[0].indices[:k] for k in ks])
-        np.testing.assert_allclose([got.cka_debiased[("random", 1)][k] for k in ks], deb,
-                                   atol=1e-6)
+        for fam in (fams[0], fams[4]):
+            deb = stats.subset_cka_debiased([fam.indices[:k] for k in ks])
+            np.testing.assert_allclose(
+                [got.cka_debiased[(fam.selector, fam.seed)][k] for k in ks], deb, atol=1e-6)
         proj = fams[2]  # debiased CKA of a projection, directly from the features
         for k in ks:
             want_deb = debiased_linear_cka(Xte, proj.transform(Xte, k))

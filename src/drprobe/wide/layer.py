@@ -12,6 +12,8 @@ neuron-major scratch copy (:class:`~drprobe.wide.columns.ColumnReader`), then
 - probes: sizes k ≤ ``feature_limit`` (and every PCA size) are trained by the bank on the
   materialised columns, all families in one call; larger sizes either from their Grams (Φ,
   "sample", the families' passes in lockstep) or by :class:`~drprobe.wide.streaming.StreamingProbes`;
+- ``variance``: the neuron order by decreasing train variance, from one pass over the train
+  columns (then a coordinate family like ``random``);
 - random projections (``randproj_uniform`` / ``randproj_gauss``): every split's rows projected
   onto the seed's first max(k) directions, block by block (n·d·max(k) multiply-adds, never a
   d×d matrix), then CKA and probes as for a coordinate family in the projection's order.
@@ -45,9 +47,10 @@ from drprobe.wide.memory import bank_bytes
 from drprobe.wide.projections import project
 from drprobe.wide.streaming import StreamingProbes
 
-#: selectors the wide path runs: coordinate families with a fixed neuron order, PCA, and random
-#: projections (the features projected block by block, then treated as a coordinate family)
-WIDE_SELECTORS = ("random", "prefix", "pca_top", "pca_least", *PROJECTION_KINDS)
+#: selectors the wide path runs: coordinate families with a fixed neuron order (from the seed, or
+#: from the train variances), PCA, and random projections (the features projected block by
+#: block, then treated as a coordinate family)
+WIDE_SELECTORS = ("random", "prefix", "variance", "pca_top", "pca_least", *PROJECTION_KINDS)
 _SEEDED = ("random", *PROJECTION_KINDS)
 
 
@@ -68,6 +71,14 @@ def neuron_order(selector: str, seed: int, d: int) -> np.ndarray:
     """(d,) the neuron order of a coordinate selector (its estimator, fitted on the width only)."""
     est = SELECTORS[selector](n_components=d, random_state=seed)
     return np.asarray(est.fit(np.empty((0, d), dtype=np.float32)).indices_)
+
+
+def variance_order(reader: ColumnReader, block: int = DEFAULT_BLOCK) -> np.ndarray:
+    """(d,) neurons by decreasing variance of the reader's rows, ties by index — the order of
+    :class:`~drprobe.selectors.VarianceRanked`, one block of columns at a time (memory O(n·b))."""
+    var = np.concatenate([np.var(reader.columns(np.arange(lo, min(lo + block, reader.d))),
+                                 axis=0) for lo in range(0, reader.d, block)])
+    return np.argsort(-var, kind="stable")
 
 
 def feature_limit(n_rows: int, n_classes: int, n_l2: int, budget: int, ks: Sequence[int],
@@ -116,7 +127,7 @@ def analyze_wide(
     families = [(s, seed) for s in selectors
                 for seed in ([int(x) for x in seeds] if s in _SEEDED else [0])]
     coords = [(s, seed, neuron_order(s, seed, d)) for s, seed in families
-              if s not in ("pca_top", "pca_least", *PROJECTION_KINDS)]
+              if s in ("random", "prefix")]
     n_rows, n_classes = len(tr_idx) + len(va_idx), int(max(ytr.max(), y_test.max())) + 1
     limit = feature_limit(n_rows, n_classes, len(np.atleast_1d(bank.l2_grid)), budget_bytes,
                           ks, len(tr_idx), probes_path)
@@ -126,6 +137,8 @@ def analyze_wide(
     with ColumnReader(X_train, tr_idx, scratch_dir, progress=progress) as train, \
             ColumnReader(X_train, va_idx, scratch_dir, progress=progress) as val, \
             ColumnReader(X_test, None, scratch_dir, progress=progress) as test:
+        if "variance" in selectors:
+            coords.append(("variance", 0, variance_order(train, block)))
         out.seconds["scratch"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         (_, K_test, _), = nested_cross_grams(test, [], np.arange(d), [d], standardize=False,
