@@ -82,7 +82,7 @@ def child(config: dict[str, Any]) -> dict[str, Any]:
     t0 = time.perf_counter()
     bank = ProbeBank(keep_predictions=True, progress=False, n_threads=config["threads"])
     res = analyze_layer(tr.X, tr.y, te.X, te.y, selectors=config["selectors"],
-                        seeds=config["seeds"], bank=bank, progress=False, n_boot=100,
+                        seeds=config["seeds"], bank=bank, progress=config["progress"], n_boot=100,
                         memory_budget_gb=config["budget_gb"], scratch_dir=config["scratch"])
     seconds = time.perf_counter() - t0
     sampler.stop.set()
@@ -111,9 +111,12 @@ def run_child(config: dict[str, Any]) -> dict[str, Any]:
     n = str(config["threads"])
     env = {**os.environ, "OMP_NUM_THREADS": n, "OPENBLAS_NUM_THREADS": n, "MKL_NUM_THREADS": n}
     proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(config)],
-                          capture_output=True, text=True, check=False, env=env)
+                          stdout=subprocess.PIPE,
+                          stderr=None if config["progress"] else subprocess.PIPE,
+                          text=True, check=False, env=env)
     if proc.returncode != 0:
-        raise RuntimeError(f"child failed: {proc.stderr.strip().splitlines()[-3:]}")
+        raise RuntimeError("child failed: " + ("see its progress output above" if proc.stderr
+                                               is None else proc.stderr.strip()[-500:]))
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     print(f"  {result['name']}: d={result['d']}, {result['seconds']:.0f} s, "
           f"{result['seconds_per_neuron'] * 1e3:.2f} ms/neuron, VmHWM "
@@ -136,6 +139,8 @@ def main() -> None:
                                                           str(Path.home() / ".cache/drprobe")))
     parser.add_argument("--scratch", default=None,
                         help="folder of the neuron-major scratch copies [default: temp]")
+    parser.add_argument("--progress", action="store_true",
+                        help="show the analyses' progress bars (on standard error)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "wide.json"))
     args = parser.parse_args()
     if args.child:
@@ -145,7 +150,8 @@ def main() -> None:
     budget = args.budget_gb or default_budget_bytes() / GIB
     configs = [{"name": name, **RUNS[name], "n_train": RUNS[name]["n_train"] // scale,
                 "n_test": N_TEST // scale, "cache": args.cache, "budget_gb": budget,
-                "threads": args.threads, "scratch": args.scratch} for name in args.runs]
+                "threads": args.threads, "scratch": args.scratch, "progress": args.progress}
+               for name in args.runs]
     t0 = time.perf_counter()
     for c in configs:  # extraction first, outside the measured runs
         for split, n in (("train", c["n_train"]), ("test", c["n_test"])):

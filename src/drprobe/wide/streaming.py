@@ -62,15 +62,19 @@ class StreamingProbes(BaseEstimator):
         self.progress = progress
 
     def _chunks(self, X: Any, rows: np.ndarray):
-        """Standardised (b, m) torch chunks of X[rows][:, order[:m]]."""
+        """Standardised (b, m) torch chunks of X[rows][:, order[:m]], in the working dtype.
+
+        ``np.take`` along axis 1 gathers the columns several times faster than fancy indexing.
+        """
         step = max(1, int(self.chunk_bytes) // (8 * int(X.shape[1])))
-        tdtype = torch.float64 if self.dtype == "float64" else torch.float32
+        dtype = np.dtype(self.dtype)
+        mean, scale = self.mean_.astype(dtype), self.scale_.astype(dtype)
         for r0 in range(0, len(rows), step):
-            R = np.asarray(X[rows[r0:r0 + step]], dtype=np.float64)[:, self._order]
+            R = np.take(np.asarray(X[rows[r0:r0 + step]], dtype=dtype), self._order, axis=1)
             release(X)
-            R -= self.mean_
-            R /= self.scale_
-            yield r0, torch.from_numpy(R).to(tdtype)
+            R -= mean
+            R /= scale
+            yield r0, torch.from_numpy(R)
 
     def _logits(self, Z: torch.Tensor, params: list[torch.Tensor], bias: torch.Tensor):
         """(F, L, b, C) logits of every probe on a standardised chunk Z (b, m)."""
@@ -145,11 +149,11 @@ class StreamingProbes(BaseEstimator):
         self.mean_, self.scale_ = np.zeros(m), np.ones(m)
         s1, n = np.zeros(m), len(rows)
         for _, Z in self._chunks(X, rows):
-            s1 += Z.sum(0).numpy()
+            s1 += Z.sum(0, dtype=torch.float64).numpy()
         self.mean_ = s1 / n
         s2 = np.zeros(m)
         for _, Z in self._chunks(X, rows):
-            s2 += (Z * Z).sum(0).numpy()
+            s2 += (Z * Z).sum(0, dtype=torch.float64).numpy()
         sd = np.sqrt(s2 / n)
         self.scale_ = np.where(sd > CONSTANT_RTOL * np.maximum(np.abs(self.mean_), 1.0), sd, 1.0)
 
