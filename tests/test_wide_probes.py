@@ -11,10 +11,10 @@ from sklearn.linear_model import LogisticRegression
 
 from drprobe.errors import InvalidValueError
 from drprobe.probes import ProbeBank, sklearn_objective
-from drprobe.selectors import SubsetFamily
+from drprobe.selectors import SubsetFamily, resolve_ks
 from drprobe.wide import ColumnReader, StreamingProbes, plan_memory
 from drprobe.wide.dual_probe import sample_space_probes
-from drprobe.wide.memory import GIB
+from drprobe.wide.memory import GIB, bank_bytes, materialised_bytes, streaming_bank_limit
 
 L2 = (1e-2, 1e-1)
 
@@ -128,6 +128,23 @@ def test_planner_picks_the_smaller_space_and_streams_when_neither_fits():
     assert both.path("probes") == "streaming"
     assert min(both.stages[-1].sizes["feature"], both.stages[-1].sizes["sample"]) > 8 * GIB
     assert "streaming first-order" in both.describe()
+
+
+def test_streaming_plan_counts_the_banks_share_and_every_familys_columns():
+    ks = resolve_ks(25_088)[0]
+    kw = {"n_train": 27_000, "n_val": 3000, "n_test": 1000, "d": 25_088, "n_classes": 10,
+          "ks": ks, "budget_bytes": 8 * GIB}
+    limits = {}
+    for n_families in (1, 3):
+        limit = streaming_bank_limit(30_000, 1000, 10, 5, 8 * GIB, ks, n_families)
+        share = materialised_bytes(30_000, 1000, limit, 10, 5, n_families)
+        larger = min(k for k in ks if k > limit)  # the next size does not fit half the budget
+        assert share <= 4 * GIB < materialised_bytes(30_000, 1000, larger, 10, 5, n_families)
+        assert share - bank_bytes(30_000, limit, 10, 5) == 4 * n_families * 31_000 * limit
+        probes = plan_memory(**kw, n_families=n_families).stages[-1]
+        assert probes.path == "streaming" and share <= probes.peak_bytes <= 8 * GIB
+        limits[n_families] = limit
+    assert 0 < limits[3] < limits[1]  # three seeds' columns leave the bank less room
 
 
 def test_planner_refuses_on_one_line_naming_size_and_option():

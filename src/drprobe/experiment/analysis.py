@@ -38,8 +38,8 @@ from drprobe.selectors import (
 from drprobe.sources.datasets import train_val_split
 from drprobe.wide import MemoryPlan, plan_memory
 from drprobe.wide.columns import release
-from drprobe.wide.layer import analyze_wide
-from drprobe.wide.memory import GIB
+from drprobe.wide.layer import analyze_wide, materialised_dtype
+from drprobe.wide.memory import GIB, coordinate_families
 
 #: Rows of the features read at a time by the finite check and the cross-product (CKA, PCA)
 #: accumulators.
@@ -183,7 +183,9 @@ def analyze_layer(
     plan = plan_memory(
         n_train=len(tr_idx), n_val=len(va_idx), n_test=len(y_test), d=d, n_classes=n_classes,
         selectors=selectors, n_l2=len(np.atleast_1d(getattr(bank_, "l2_grid", (1.0,)))),
-        ks=ks, budget_bytes=None if memory_budget_gb is None else int(memory_budget_gb * GIB))
+        ks=ks, budget_bytes=None if memory_budget_gb is None else int(memory_budget_gb * GIB),
+        n_families=coordinate_families(selectors, len(seeds)),
+        itemsize=materialised_dtype(X_train).itemsize)
     if isinstance(bank_, ProbeBank) and plan.path("probes") != "feature":
         t0 = time.perf_counter()
         wide = analyze_wide(

@@ -46,7 +46,7 @@ def job_plans(config: ExperimentConfig, jobs: list[Job]) -> dict[str, str]:
         out[job.id] = plan_line(
             d, n_train=n_train - n_val, n_val=n_val, n_test=n_test,
             n_classes=CLASS_COUNTS.get(data.name, 10), selectors=config.selectors,
-            fractions=config.fractions, n_l2=len(config.probe.l2_grid),
+            fractions=config.fractions, n_l2=len(config.probe.l2_grid), n_seeds=len(config.seeds),
             budget_bytes=None if config.memory_budget_gb is None
             else int(config.memory_budget_gb * GIB))
     return out

@@ -98,11 +98,11 @@ class ColumnReader:
         del T
         self._T = np.load(self.path, mmap_mode="r")
 
-    def columns(self, cols: Sequence[int] | np.ndarray) -> np.ndarray:
-        """(n, b) float64 copy of the columns ``cols`` (in that order)."""
+    def columns(self, cols: Sequence[int] | np.ndarray, dtype: Any = np.float64) -> np.ndarray:
+        """(n, b) copy of the columns ``cols`` (in that order), in ``dtype``."""
         cols = np.asarray(cols, dtype=np.int64)
         order = np.argsort(cols, kind="stable")  # sorted reads walk the scratch file forwards
-        out = np.empty((cols.size, self.n), dtype=np.float64)
+        out = np.empty((cols.size, self.n), dtype=dtype)
         out[order] = self._T[cols[order]]
         release(self._T)
         return out.T

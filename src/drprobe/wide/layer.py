@@ -43,7 +43,7 @@ from drprobe.wide.columns import IN_MEMORY_BYTES, ColumnReader
 from drprobe.wide.dual_pca import dual_pca
 from drprobe.wide.dual_probe import FeatureBlock, probe_blocks, sample_space_probes
 from drprobe.wide.gram import DEFAULT_BLOCK, cka_from_grams, nested_cross_grams, nested_gram_cka
-from drprobe.wide.memory import bank_bytes
+from drprobe.wide.memory import coordinate_families, streaming_bank_limit
 from drprobe.wide.projections import project
 from drprobe.wide.streaming import StreamingProbes
 
@@ -73,6 +73,11 @@ def neuron_order(selector: str, seed: int, d: int) -> np.ndarray:
     return np.asarray(est.fit(np.empty((0, d), dtype=np.float32)).indices_)
 
 
+def materialised_dtype(X: Any) -> np.dtype:
+    """The dtype of materialised feature columns: the features' own, at least float32 (exact)."""
+    return np.result_type(X.dtype, np.float32)
+
+
 def variance_order(reader: ColumnReader, block: int = DEFAULT_BLOCK) -> np.ndarray:
     """(d,) neurons by decreasing variance of the reader's rows, ties by index — the order of
     :class:`~drprobe.selectors.VarianceRanked`, one block of columns at a time (memory O(n·b))."""
@@ -81,17 +86,19 @@ def variance_order(reader: ColumnReader, block: int = DEFAULT_BLOCK) -> np.ndarr
     return np.argsort(-var, kind="stable")
 
 
-def feature_limit(n_rows: int, n_classes: int, n_l2: int, budget: int, ks: Sequence[int],
-                  n_train: int, path: str) -> int:
+def feature_limit(n_rows: int, n_test: int, n_classes: int, n_l2: int, budget: int,
+                  ks: Sequence[int], n_train: int, path: str, n_families: int = 1,
+                  itemsize: int = 4) -> int:
     """Largest size trained by the bank on materialised columns.
 
     Sample space: k ≤ n_train (the Gram route's width is the rank ≤ n_train − 1, so it pays only
-    above that). Streaming: the largest k whose bank working set takes at most half the budget.
+    above that). Streaming: :func:`~drprobe.wide.memory.streaming_bank_limit` (the bank and the
+    families' columns within half the budget).
     """
     if path == "sample":
         return n_train
-    fits = [k for k in ks if bank_bytes(n_rows, k, n_classes, n_l2) <= budget // 2]
-    return max(fits, default=0)
+    return streaming_bank_limit(n_rows, n_test, n_classes, n_l2, budget, ks, n_families,
+                                itemsize)
 
 
 def _check_selectors(selectors: Sequence[str], d: int, n: int) -> None:
@@ -129,8 +136,10 @@ def analyze_wide(
     coords = [(s, seed, neuron_order(s, seed, d)) for s, seed in families
               if s in ("random", "prefix")]
     n_rows, n_classes = len(tr_idx) + len(va_idx), int(max(ytr.max(), y_test.max())) + 1
-    limit = feature_limit(n_rows, n_classes, len(np.atleast_1d(bank.l2_grid)), budget_bytes,
-                          ks, len(tr_idx), probes_path)
+    dtype = materialised_dtype(X_train)
+    limit = feature_limit(n_rows, len(y_test), n_classes, len(np.atleast_1d(bank.l2_grid)),
+                          budget_bytes, ks, len(tr_idx), probes_path,
+                          coordinate_families(selectors, len(seeds)), dtype.itemsize)
     small, large = [k for k in ks if k <= limit], [k for k in ks if k > limit]
     out = WideOutput([], {}, {}, routes={"feature": small, probes_path: large})
     t0 = time.perf_counter()
@@ -150,7 +159,7 @@ def analyze_wide(
             out.cka_debiased[(sel, seed)] = dict(zip(ks, deb))
         out.seconds["cka"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        blocks = [FeatureBlock(sel, seed, small, *(r.columns(order[: small[-1]])
+        blocks = [FeatureBlock(sel, seed, small, *(r.columns(order[: small[-1]], dtype)
                                                    for r in (train, val, test)),
                                fractions=[frac_of[k] for k in small])
                   for sel, seed, order in coords if small]
@@ -216,7 +225,7 @@ def _projection_family(
         out.cka_debiased[(sel, seed)] = dict(zip(ks, deb))
         probes = []
         if small:
-            columns = (r.columns(order[: small[-1]]) for r in (train, val, test))
+            columns = (r.columns(order[: small[-1]], np.float32) for r in (train, val, test))
             probes += probe_blocks(bank, [FeatureBlock(sel, seed, small, *columns,
                                                        fractions=[frac_of[k] for k in small])],
                                    ytr, yva, y_test, standardize=bool(bank.standardize))

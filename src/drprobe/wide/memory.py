@@ -13,9 +13,13 @@ strengths, F the number of subset sizes, b the column block and r the row chunk:
 ``probes``
     feature: the probe bank at width m = d,
              4·(n_rows·m + L·m² + L·m·C·(2·10 + 12) + 6·n_rows·L·C) + 16·L·m², n_rows = n + n_val
-    sample:  8·(3·n² + 2·n_o·n + (n + n_o)·b) + the bank at width m = n
-    streaming: 3·64 MiB + 8·Σk·L·C·(2·10 + 4)     — a row chunk, all probes and L-BFGS history
-             (Σk the sum of the sizes, at most F·d)
+    sample:  the bank at width m = n plus the larger of 8·(3·n² + 2·n_o·n + (n + n_o)·b) (the
+             Grams of the sizes above n) and s·f·(n + n_o)·min(n, d) (the f coordinate
+             families' columns of the sizes up to n, s bytes a value)
+    streaming: the larger of 3·64 MiB + 8·Σk·L·C·(2·10 + 4) (a row chunk, the streamed probes
+             and their L-BFGS history; Σk the sum of the streamed sizes, at most F·d) and, for
+             the sizes still trained by the bank (:func:`streaming_bank_limit`), the bank at the
+             largest of them plus the families' columns
 
 The probes stage, the largest, decides: it takes the smaller of its feature and sample paths
 (sample once d is well above n_train), and streams when that one is over the budget. The other
@@ -32,6 +36,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from drprobe.errors import InvalidValueError
+from drprobe.selectors import is_seeded
 
 GIB = 2**30
 BUDGET_OPTION = "memory_budget_gb"  # the config key and analyze_layer's argument
@@ -39,6 +44,17 @@ ROW_CHUNK = 4096
 BLOCK = 2048
 HISTORY = 10
 STREAM_CHUNK_BYTES = 64 * 2**20  # the streaming solver's row chunk (its ``chunk_bytes``)
+
+
+#: selectors whose families are neuron subsets in one order: their sizes up to the bank's limit
+#: are trained on materialised columns, every family in one bank call
+COORDINATE_SELECTORS = ("random", "prefix", "variance")
+
+
+def coordinate_families(selectors: Sequence[str], n_seeds: int) -> int:
+    """How many coordinate families (one per seed of a seeded selector) a layer trains at once."""
+    return sum(int(n_seeds) if is_seeded(s) else 1 for s in selectors
+               if s in COORDINATE_SELECTORS)
 
 
 def default_budget_bytes() -> int:
@@ -93,9 +109,23 @@ def bank_bytes(n_rows: int, m: int, n_classes: int, n_l2: int) -> int:
                        + 6 * n_rows * n_l2 * n_classes) + 16 * n_l2 * p * p)
 
 
+def materialised_bytes(n_rows: int, n_others: int, k: int, n_classes: int, n_l2: int,
+                       n_families: int = 1, itemsize: int = 4) -> int:
+    """The bank trained on materialised columns of width k: its working set plus every
+    family's columns (n_rows + n_others rows, ``itemsize`` bytes a value)."""
+    return bank_bytes(n_rows, k, n_classes, n_l2) + itemsize * n_families * (n_rows + n_others) * k
+
+
+def streamed_bytes(sum_k: int, n_classes: int, n_l2: int) -> int:
+    """The streaming solver: a row chunk and its copies, the probes of sizes summing to sum_k
+    and their L-BFGS history."""
+    return 3 * STREAM_CHUNK_BYTES + 8 * sum_k * n_l2 * n_classes * (2 * HISTORY + 4)
+
+
 def stage_sizes(
     stage: str, *, n_train: int, n_val: int, n_test: int, d: int, n_classes: int,
     n_l2: int = 5, n_sizes: int = 15, block: int = BLOCK, sum_k: int | None = None,
+    n_families: int = 1, itemsize: int = 4,
 ) -> dict[str, int]:
     """Peak bytes of every path of ``stage`` (see the module docstring)."""
     n, n_o = n_train, n_val + n_test
@@ -107,25 +137,39 @@ def stage_sizes(
         return {"feature": 8 * (6 * d * d + 3 * ROW_CHUNK * d),
                 "sample": 8 * ((n_sizes + 2) * n_test * n_test + n_test * block)}
     if stage == "probes":
+        columns = itemsize * n_families * (n + n_o) * min(n, d)
         return {
             "feature": bank_bytes(n + n_val, d, n_classes, n_l2),
-            "sample": 8 * (3 * n * n + 2 * n_o * n + (n + n_o) * block)
-            + bank_bytes(n + n_val, n, n_classes, n_l2),
-            "streaming": 3 * STREAM_CHUNK_BYTES
-            + 8 * sum_k * n_l2 * n_classes * (2 * HISTORY + 4),
+            "sample": bank_bytes(n + n_val, n, n_classes, n_l2)
+            + max(8 * (3 * n * n + 2 * n_o * n + (n + n_o) * block), columns),
+            "streaming": streamed_bytes(sum_k, n_classes, n_l2),
         }
     raise InvalidValueError(f"unknown stage {stage!r}; valid choices: cka, pca, probes")
+
+
+def streaming_bank_limit(
+    n_rows: int, n_others: int, n_classes: int, n_l2: int, budget: int, ks: Sequence[int],
+    n_families: int = 1, itemsize: int = 4,
+) -> int:
+    """When the probes stream, the largest k of ks the bank still trains on materialised columns
+    (0 if none): its working set at width k plus the families' columns (n_rows + n_others rows,
+    ``itemsize`` bytes a value) within half the budget."""
+    fits = [k for k in ks if materialised_bytes(n_rows, n_others, k, n_classes, n_l2, n_families,
+                                                itemsize) <= budget // 2]
+    return max(fits, default=0)
 
 
 def plan_memory(
     *, n_train: int, n_val: int, n_test: int, d: int, n_classes: int,
     selectors: Sequence[str] = ("random",), n_l2: int = 5, n_sizes: int = 15,
     budget_bytes: int | None = None, block: int = BLOCK, ks: Sequence[int] | None = None,
+    n_families: int = 1, itemsize: int = 4,
 ) -> MemoryPlan:
     """Choose each stage's path under ``budget_bytes`` (default :func:`default_budget_bytes`).
 
     ``ks``: the subset sizes, when known (their count replaces ``n_sizes``, their sum bounds
-    the streaming solver's parameters).
+    the streaming solver's parameters). ``n_families``: the coordinate families trained together
+    (:func:`coordinate_families`); ``itemsize``: bytes of a materialised feature value.
 
     Raises InvalidValueError (one line: stage, size, budget, option) when a stage has no path
     that fits; nothing has been read or computed at that point.
@@ -142,11 +186,18 @@ def plan_memory(
         sum_k = None
     sizes = {stage: stage_sizes(stage, n_train=n_train, n_val=n_val, n_test=n_test, d=d,
                                 n_classes=n_classes, n_l2=n_l2, n_sizes=n_sizes, block=block,
-                                sum_k=sum_k)
+                                sum_k=sum_k, n_families=n_families, itemsize=itemsize)
              for stage in ("pca", "cka", "probes")}
     probes = min(("feature", "sample"), key=lambda p: sizes["probes"][p])
     if sizes["probes"][probes] > budget:
         probes = "streaming"
+        limit = streaming_bank_limit(n_train + n_val, n_test, n_classes, n_l2, budget, ks or (),
+                                     n_families, itemsize)
+        if limit:  # the bank's share first, then the streamed sizes only
+            sizes["probes"]["streaming"] = max(
+                materialised_bytes(n_train + n_val, n_test, limit, n_classes, n_l2, n_families,
+                                   itemsize),
+                streamed_bytes(sum(k for k in ks if k > limit), n_classes, n_l2))
     follow = "feature" if probes == "feature" else "sample"
     stages = (["pca"] if any(s in ("pca_top", "pca_least") for s in selectors) else [])
     plans = []

@@ -15,7 +15,7 @@ import torch
 from drprobe.errors import DrprobeError
 from drprobe.selectors import resolve_ks
 from drprobe.sources.layers import list_layers, pool, resolve_layer
-from drprobe.wide.memory import plan_memory
+from drprobe.wide.memory import coordinate_families, plan_memory
 
 
 def layer_width(bundle: Any, layer: str, pooling: str, image_size: int | None = None) -> int:
@@ -28,14 +28,15 @@ def layer_width(bundle: Any, layer: str, pooling: str, image_size: int | None = 
 def plan_line(
     d: int, *, n_train: int, n_val: int, n_test: int, n_classes: int,
     selectors: Sequence[str], fractions: Sequence[float] | None, n_l2: int,
-    budget_bytes: int | None = None,
+    budget_bytes: int | None = None, n_seeds: int = 1,
 ) -> str:
     """``d=802,816 · pca: ...; cka: ...; probes: ...`` — or the planner's refusal, on one line."""
     ks, _ = resolve_ks(d, fractions=sorted(set(fractions or ()) | {1.0}) if fractions else None)
     try:
         plan = plan_memory(n_train=n_train, n_val=n_val, n_test=n_test, d=d,
                            n_classes=n_classes, selectors=selectors, n_l2=n_l2, ks=ks,
-                           budget_bytes=budget_bytes)
+                           budget_bytes=budget_bytes,
+                           n_families=coordinate_families(selectors, n_seeds))
     except DrprobeError as err:
         return f"d={d:,} · refused: {err}"
     return f"d={d:,} · {plan.describe()}"
