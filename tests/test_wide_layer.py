@@ -38,7 +38,7 @@ def test_wide_layer_equals_feature_space(tmp_path, path):
     va = np.arange(0, n_all, 4)
     tr = np.setdiff1d(np.arange(n_all), va)
     ks, fr = resolve_ks(d, [0.05, 0.3, 0.7, 1.0])
-    budget = 2**20 if path == "streaming" else 2**34  # streaming: a tiny budget
+    budget = 2**22 if path == "streaming" else 2**34  # streaming: a tiny budget
     got = analyze_wide(Xtr_m, ytr_all, Xte_m, yte, tr, va,
                        selectors=["random", "variance", "pca_top", "randproj_uniform"],
                        ks=ks, fractions=fr, seeds=[1, 2], bank=_bank(), probes_path=path,

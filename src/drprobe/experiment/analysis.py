@@ -39,7 +39,7 @@ from drprobe.sources.datasets import train_val_split
 from drprobe.wide import MemoryPlan, plan_memory
 from drprobe.wide.columns import release
 from drprobe.wide.layer import analyze_wide, materialised_dtype
-from drprobe.wide.memory import GIB, coordinate_families
+from drprobe.wide.memory import GIB, probe_families
 
 #: Rows of the features read at a time by the finite check and the cross-product (CKA, PCA)
 #: accumulators.
@@ -184,7 +184,7 @@ def analyze_layer(
         n_train=len(tr_idx), n_val=len(va_idx), n_test=len(y_test), d=d, n_classes=n_classes,
         selectors=selectors, n_l2=len(np.atleast_1d(getattr(bank_, "l2_grid", (1.0,)))),
         ks=ks, budget_bytes=None if memory_budget_gb is None else int(memory_budget_gb * GIB),
-        n_families=coordinate_families(selectors, len(seeds)),
+        n_families=probe_families(selectors, len(seeds)),
         itemsize=materialised_dtype(X_train).itemsize)
     if isinstance(bank_, ProbeBank) and plan.path("probes") != "feature":
         t0 = time.perf_counter()

@@ -29,6 +29,17 @@ from drprobe.selectors import SubsetFamily
 
 DEFAULT_L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
+DEFAULT_MAX_MEMORY_GB = 2.0  # the working set of one group of families
+
+
+def working_set_bytes(n_rows: int, width: int, n_classes: int, n_l2: int,
+                      itemsize: int = 4) -> int:
+    """Bytes the bank needs to train one family of ``width`` columns on n_rows rows (train and
+    validation) for n_l2 penalties: the rows, the Gram and Cholesky factors per penalty, the
+    weights with their L-BFGS history, and the logits (the rule that groups families)."""
+    m = width + 1
+    return int(itemsize * (n_rows * m + n_l2 * m * m + n_l2 * m * n_classes * (2 * HISTORY + 12)
+                           + 6 * n_rows * n_l2 * n_classes) + 16 * n_l2 * m * m)
 
 
 @contextmanager
@@ -117,7 +128,7 @@ class ProbeBank:
         self, l2_grid: Sequence[float] = DEFAULT_L2_GRID, max_steps: int = 300,
         tol: float = 1e-4, patience: int | None = None, standardize: bool = True,
         refit: bool = False, device: str = "cpu", dtype: str = "float32",
-        random_state: int | None = 0, max_memory_gb: float = 2.0,
+        random_state: int | None = 0, max_memory_gb: float = DEFAULT_MAX_MEMORY_GB,
         keep_predictions: bool = False, keep_proba: bool = False, progress: bool = True,
         dedupe: bool = True, n_threads: int | None = None,
     ) -> None:
@@ -202,12 +213,9 @@ class ProbeBank:
     def _family_groups(self, n_rows: int, L: int, dtype: torch.dtype) -> list[list[int]]:
         """Split canonical families into groups whose working set fits in max_memory_gb."""
         size = torch.finfo(dtype).bits // 8
-        C = len(self.classes_)
         budget, groups, used = self.max_memory_gb * 2**30, [[]], 0.0
         for c in self.plan_.ks:
-            m = self.families_[c].width + 1
-            need = size * (n_rows * m + L * m * m + L * m * C * (2 * HISTORY + 12)
-                           + 6 * n_rows * L * C) + 16 * L * m * m
+            need = working_set_bytes(n_rows, self.families_[c].width, len(self.classes_), L, size)
             if groups[-1] and used + need > budget:
                 groups.append([])
                 used = 0.0

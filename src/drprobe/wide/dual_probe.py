@@ -93,8 +93,8 @@ def probe_blocks(
     """
     b = copy.copy(bank)
     b.standardize = standardize
-    cat = [np.concatenate([np.asarray(getattr(blk, part), dtype=np.float32) for blk in blocks],
-                          axis=1) for part in ("train", "val", "test")]
+    cat = [_side_by_side([getattr(blk, part) for blk in blocks])
+           for part in ("train", "val", "test")]
     families, offset = [], 0
     for blk in blocks:
         m = blk.train.shape[1]
@@ -109,6 +109,12 @@ def probe_blocks(
             results[i].k = int((blk.sizes or blk.ks)[j])
             i += 1
     return results
+
+
+def _side_by_side(parts: Sequence[Any]) -> np.ndarray:
+    """The blocks' columns side by side in float32 (a single float32 block is not copied)."""
+    parts = [np.asarray(x, dtype=np.float32) for x in parts]
+    return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
 
 
 def sample_space_probes(

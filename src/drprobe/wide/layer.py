@@ -43,7 +43,7 @@ from drprobe.wide.columns import IN_MEMORY_BYTES, ColumnReader
 from drprobe.wide.dual_pca import dual_pca
 from drprobe.wide.dual_probe import FeatureBlock, probe_blocks, sample_space_probes
 from drprobe.wide.gram import DEFAULT_BLOCK, cka_from_grams, nested_cross_grams, nested_gram_cka
-from drprobe.wide.memory import coordinate_families, streaming_bank_limit
+from drprobe.wide.memory import probe_families, streaming_bank_limit
 from drprobe.wide.projections import project
 from drprobe.wide.streaming import StreamingProbes
 
@@ -139,7 +139,7 @@ def analyze_wide(
     dtype = materialised_dtype(X_train)
     limit = feature_limit(n_rows, len(y_test), n_classes, len(np.atleast_1d(bank.l2_grid)),
                           budget_bytes, ks, len(tr_idx), probes_path,
-                          coordinate_families(selectors, len(seeds)), dtype.itemsize)
+                          probe_families(selectors, len(seeds)), dtype.itemsize)
     small, large = [k for k in ks if k <= limit], [k for k in ks if k > limit]
     out = WideOutput([], {}, {}, routes={"feature": small, probes_path: large})
     t0 = time.perf_counter()

@@ -10,12 +10,14 @@ strengths, F the number of subset sizes, b the column block and r the row chunk:
 ``cka``
     feature: 8·(6·d² + 3·r·d)                    — the debiased moment accumulator
     sample:  8·((F + 2)·n_test² + n_test·b)      — one Gram snapshot per size, then K
-``probes``
-    feature: the probe bank at width m = d,
-             4·(n_rows·m + L·m² + L·m·C·(2·10 + 12) + 6·n_rows·L·C) + 16·L·m², n_rows = n + n_val
-    sample:  the bank at width m = n plus the larger of 8·(3·n² + 2·n_o·n + (n + n_o)·b) (the
-             Grams of the sizes above n) and s·f·(n + n_o)·min(n, d) (the f coordinate
-             families' columns of the sizes up to n, s bytes a value)
+``probes`` (f families trained together, :func:`probe_families`; s bytes a feature value)
+    feature: the probe bank at width m = d (:func:`drprobe.probes.bank.working_set_bytes`:
+             4·(n_rows·m + L·m² + L·m·C·(2·10 + 12) + 6·n_rows·L·C) + 16·L·m², n_rows = n + n_val;
+             families grouped up to the bank's 2 GiB, a larger family alone)
+    sample:  the larger of the sizes up to n — the bank at width n plus the families' columns
+             and (f > 1) their float32 copy side by side, (s + 4)·f·(n + n_o)·n — and the sizes above n — per family
+             the Grams K, K_o and Φ, Φ_o, 8·f·(2·n² + 2·n_o·n), one eigh workspace and column
+             block 8·(n² + (n + n_o)·b), the bank at width n and Φ's float32 copy
     streaming: the larger of 3·64 MiB + 8·Σk·L·C·(2·10 + 4) (a row chunk, the streamed probes
              and their L-BFGS history; Σk the sum of the streamed sizes, at most F·d) and, for
              the sizes still trained by the bank (:func:`streaming_bank_limit`), the bank at the
@@ -36,25 +38,26 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from drprobe.errors import InvalidValueError
+from drprobe.probes.bank import DEFAULT_MAX_MEMORY_GB, working_set_bytes
 from drprobe.selectors import is_seeded
 
 GIB = 2**30
 BUDGET_OPTION = "memory_budget_gb"  # the config key and analyze_layer's argument
 ROW_CHUNK = 4096
 BLOCK = 2048
-HISTORY = 10
+STREAM_HISTORY = 10  # the streaming solver's L-BFGS history
 STREAM_CHUNK_BYTES = 64 * 2**20  # the streaming solver's row chunk (its ``chunk_bytes``)
 
 
-#: selectors whose families are neuron subsets in one order: their sizes up to the bank's limit
-#: are trained on materialised columns, every family in one bank call
-COORDINATE_SELECTORS = ("random", "prefix", "variance")
+#: selectors whose families a wide layer trains together, in one bank call on materialised
+#: columns (neuron subsets in one order, and PCA coordinates); random projections come after,
+#: one family at a time
+TOGETHER = ("random", "prefix", "variance", "pca_top", "pca_least")
 
 
-def coordinate_families(selectors: Sequence[str], n_seeds: int) -> int:
-    """How many coordinate families (one per seed of a seeded selector) a layer trains at once."""
-    return sum(int(n_seeds) if is_seeded(s) else 1 for s in selectors
-               if s in COORDINATE_SELECTORS)
+def probe_families(selectors: Sequence[str], n_seeds: int) -> int:
+    """How many families (one per seed of a seeded selector) a wide layer trains together."""
+    return max(1, sum(int(n_seeds) if is_seeded(s) else 1 for s in selectors if s in TOGETHER))
 
 
 def default_budget_bytes() -> int:
@@ -102,24 +105,27 @@ class MemoryPlan:
         return "; ".join(s.describe() for s in self.stages)
 
 
-def bank_bytes(n_rows: int, m: int, n_classes: int, n_l2: int) -> int:
-    """The probe bank's working set for one family of width m (its own grouping formula)."""
-    size, p = 4, m + 1
-    return int(size * (n_rows * p + n_l2 * p * p + n_l2 * p * n_classes * (2 * HISTORY + 12)
-                       + 6 * n_rows * n_l2 * n_classes) + 16 * n_l2 * p * p)
+def bank_bytes(n_rows: int, width: int, n_classes: int, n_l2: int, n_families: int = 1) -> int:
+    """The probe bank training n_families families of ``width`` columns in one call: families are
+    grouped up to its default memory limit, and a family above that limit is a group alone."""
+    one = working_set_bytes(n_rows, width, n_classes, n_l2)
+    return max(one, min(n_families * one, int(DEFAULT_MAX_MEMORY_GB * GIB)))
 
 
 def materialised_bytes(n_rows: int, n_others: int, k: int, n_classes: int, n_l2: int,
                        n_families: int = 1, itemsize: int = 4) -> int:
-    """The bank trained on materialised columns of width k: its working set plus every
-    family's columns (n_rows + n_others rows, ``itemsize`` bytes a value)."""
-    return bank_bytes(n_rows, k, n_classes, n_l2) + itemsize * n_families * (n_rows + n_others) * k
+    """The bank trained on materialised columns up to width k: its working set plus the
+    families' columns (n_rows + n_others rows, ``itemsize`` bytes a value) and the float32 copy
+    the bank call lays them side by side in (none for one float32 family)."""
+    copy = 0 if n_families == 1 and itemsize == 4 else 4
+    columns = (itemsize + copy) * n_families * (n_rows + n_others) * k
+    return bank_bytes(n_rows, k, n_classes, n_l2, n_families) + columns
 
 
 def streamed_bytes(sum_k: int, n_classes: int, n_l2: int) -> int:
     """The streaming solver: a row chunk and its copies, the probes of sizes summing to sum_k
     and their L-BFGS history."""
-    return 3 * STREAM_CHUNK_BYTES + 8 * sum_k * n_l2 * n_classes * (2 * HISTORY + 4)
+    return 3 * STREAM_CHUNK_BYTES + 8 * sum_k * n_l2 * n_classes * (2 * STREAM_HISTORY + 4)
 
 
 def stage_sizes(
@@ -128,7 +134,7 @@ def stage_sizes(
     n_families: int = 1, itemsize: int = 4,
 ) -> dict[str, int]:
     """Peak bytes of every path of ``stage`` (see the module docstring)."""
-    n, n_o = n_train, n_val + n_test
+    n, n_o, f = n_train, n_val + n_test, n_families
     sum_k = n_sizes * d if sum_k is None else sum_k
     if stage == "pca":
         return {"feature": 8 * (3 * d * d + ROW_CHUNK * d),
@@ -137,11 +143,15 @@ def stage_sizes(
         return {"feature": 8 * (6 * d * d + 3 * ROW_CHUNK * d),
                 "sample": 8 * ((n_sizes + 2) * n_test * n_test + n_test * block)}
     if stage == "probes":
-        columns = itemsize * n_families * (n + n_o) * min(n, d)
+        # sizes up to n on materialised columns, then the sizes above n from each family's
+        # Grams (K, K_o, Φ, Φ_o; one eigh workspace and column block) and Φ's float32 copy
+        grams = 8 * (f * (2 * n * n + 2 * n_o * n) + n * n + (n + n_o) * block)
         return {
             "feature": bank_bytes(n + n_val, d, n_classes, n_l2),
-            "sample": bank_bytes(n + n_val, n, n_classes, n_l2)
-            + max(8 * (3 * n * n + 2 * n_o * n + (n + n_o) * block), columns),
+            "sample": max(materialised_bytes(n + n_val, n_test, min(n, d), n_classes, n_l2, f,
+                                             itemsize),
+                          grams + bank_bytes(n + n_val, n, n_classes, n_l2, f)
+                          + 4 * f * (n + n_o) * n),
             "streaming": streamed_bytes(sum_k, n_classes, n_l2),
         }
     raise InvalidValueError(f"unknown stage {stage!r}; valid choices: cka, pca, probes")
@@ -152,8 +162,7 @@ def streaming_bank_limit(
     n_families: int = 1, itemsize: int = 4,
 ) -> int:
     """When the probes stream, the largest k of ks the bank still trains on materialised columns
-    (0 if none): its working set at width k plus the families' columns (n_rows + n_others rows,
-    ``itemsize`` bytes a value) within half the budget."""
+    (0 if none): :func:`materialised_bytes` within half the budget."""
     fits = [k for k in ks if materialised_bytes(n_rows, n_others, k, n_classes, n_l2, n_families,
                                                 itemsize) <= budget // 2]
     return max(fits, default=0)
@@ -168,8 +177,8 @@ def plan_memory(
     """Choose each stage's path under ``budget_bytes`` (default :func:`default_budget_bytes`).
 
     ``ks``: the subset sizes, when known (their count replaces ``n_sizes``, their sum bounds
-    the streaming solver's parameters). ``n_families``: the coordinate families trained together
-    (:func:`coordinate_families`); ``itemsize``: bytes of a materialised feature value.
+    the streaming solver's parameters). ``n_families``: the families trained together
+    (:func:`probe_families`); ``itemsize``: bytes of a materialised feature value.
 
     Raises InvalidValueError (one line: stage, size, budget, option) when a stage has no path
     that fits; nothing has been read or computed at that point.

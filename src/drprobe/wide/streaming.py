@@ -32,9 +32,7 @@ from drprobe.probes import DEFAULT_L2_GRID
 from drprobe.probes.bank import torch_threads
 from drprobe.wide.columns import release
 from drprobe.wide.gram import CONSTANT_RTOL, check_nested
-from drprobe.wide.memory import STREAM_CHUNK_BYTES
-
-HISTORY = 10
+from drprobe.wide.memory import STREAM_CHUNK_BYTES, STREAM_HISTORY
 
 
 class StreamingProbes(BaseEstimator):
@@ -111,7 +109,7 @@ class StreamingProbes(BaseEstimator):
         target = torch.as_tensor(y_idx, dtype=torch.int64)
         opt = torch.optim.LBFGS(params + [bias], lr=1.0, max_iter=int(self.max_passes),
                                 max_eval=int(self.max_passes), tolerance_grad=float(self.tol),
-                                tolerance_change=0.0, history_size=HISTORY,
+                                tolerance_change=0.0, history_size=STREAM_HISTORY,
                                 line_search_fn="strong_wolfe")
         bar = tqdm(total=int(self.max_passes), desc="streaming passes", unit="pass",
                    file=sys.stderr, disable=not self.progress)

@@ -15,7 +15,7 @@ import torch
 from drprobe.errors import DrprobeError
 from drprobe.selectors import resolve_ks
 from drprobe.sources.layers import list_layers, pool, resolve_layer
-from drprobe.wide.memory import coordinate_families, plan_memory
+from drprobe.wide.memory import plan_memory, probe_families
 
 
 def layer_width(bundle: Any, layer: str, pooling: str, image_size: int | None = None) -> int:
@@ -36,7 +36,7 @@ def plan_line(
         plan = plan_memory(n_train=n_train, n_val=n_val, n_test=n_test, d=d,
                            n_classes=n_classes, selectors=selectors, n_l2=n_l2, ks=ks,
                            budget_bytes=budget_bytes,
-                           n_families=coordinate_families(selectors, n_seeds))
+                           n_families=probe_families(selectors, n_seeds))
     except DrprobeError as err:
         return f"d={d:,} · refused: {err}"
     return f"d={d:,} · {plan.describe()}"
