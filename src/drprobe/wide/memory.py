@@ -14,10 +14,11 @@ strengths, F the number of subset sizes, b the column block and r the row chunk:
     feature: the probe bank at width m = d (:func:`drprobe.probes.bank.working_set_bytes`:
              4·(n_rows·m + L·m² + L·m·C·(2·10 + 12) + 6·n_rows·L·C) + 16·L·m², n_rows = n + n_val;
              families grouped up to the bank's 2 GiB, a larger family alone)
-    sample:  the larger of the sizes up to n — the bank at width n plus the families' columns
-             and (f > 1) their float32 copy side by side, (s + 4)·f·(n + n_o)·n — and the sizes above n — per family
-             the Grams K, K_o and Φ, Φ_o, 8·f·(2·n² + 2·n_o·n), one eigh workspace and column
-             block 8·(n² + (n + n_o)·b), the bank at width n and Φ's float32 copy
+    sample:  the larger of two phases. Sizes up to n: the bank at width n, the families'
+             columns and their float32 copy side by side, (s + 4)·f·(n + n_o)·n (no copy for
+             one float32 family). Sizes above n: per family the Grams K, K_o and Φ, Φ_o,
+             8·f·(2·n² + 2·n_o·n), one eigh workspace and column block 8·(n² + (n + n_o)·b),
+             the bank at width n and Φ's float32 copy
     streaming: the larger of 3·64 MiB + 8·Σk·L·C·(2·10 + 4) (a row chunk, the streamed probes
              and their L-BFGS history; Σk the sum of the streamed sizes, at most F·d) and, for
              the sizes still trained by the bank (:func:`streaming_bank_limit`), the bank at the
@@ -147,7 +148,7 @@ def stage_sizes(
         # Grams (K, K_o, Φ, Φ_o; one eigh workspace and column block) and Φ's float32 copy
         grams = 8 * (f * (2 * n * n + 2 * n_o * n) + n * n + (n + n_o) * block)
         return {
-            "feature": bank_bytes(n + n_val, d, n_classes, n_l2),
+            "feature": bank_bytes(n + n_val, d, n_classes, n_l2, f),
             "sample": max(materialised_bytes(n + n_val, n_test, min(n, d), n_classes, n_l2, f,
                                              itemsize),
                           grams + bank_bytes(n + n_val, n, n_classes, n_l2, f)
