@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -208,4 +211,34 @@ def test_report_and_results_refuse_a_folder_that_is_no_run(capsys, tmp_path, com
     code, _, err = run(capsys, command, str(tmp_path / "nowhere"))
     assert code == 2
     assert len(err.strip().splitlines()) == 1 and "not a run folder" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+HOLD = """
+import sys, time
+import click
+import numpy as np
+from drprobe import cli
+from drprobe.wide.columns import ColumnReader
+
+@cli.app.command("hold")
+@click.argument("folder")
+def hold(folder):
+    with ColumnReader(np.ones((50, 40), dtype=np.float32), scratch_dir=folder, in_memory_bytes=0):
+        print("ready", flush=True)
+        time.sleep(120)
+
+sys.exit(cli.main(["hold", sys.argv[1]]))
+"""
+
+
+def test_sigterm_unwinds_like_ctrl_c_and_removes_scratch_files(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(tmp_path)], text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout.readline().strip() == "ready"
+    assert len(list(tmp_path.iterdir())) == 1  # the scratch copy exists while the command runs
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert "drprobe: interrupted" in err
     assert list(tmp_path.iterdir()) == []
