@@ -7,7 +7,7 @@ FMNIST := /usr/share/datasets/fashion-mnist
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 TORCH  := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup data browser demo study test test-fast bench lint clean
+.PHONY: setup data browser demo study test test-fast bench bench-wide lint clean
 
 setup: $(STAMP) data
 
@@ -54,6 +54,10 @@ bench: setup
 	$(BIN)/python benchmarks/bench_probe_bank.py
 	$(BIN)/python benchmarks/bench_extract.py
 	$(BIN)/python benchmarks/bench_faithful.py
+
+# wide flattened layers at full size (about 2.5 h on 2 cores); WIDE_ARGS="--scale 10" for a tenth
+bench-wide: setup
+	$(BIN)/python benchmarks/bench_wide.py $(WIDE_ARGS)
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks
