@@ -4,14 +4,12 @@ datasets | report | results``. Every refusal is one line on stderr and exit stat
 
 from __future__ import annotations
 
-import signal
 import sys
-import threading
 from pathlib import Path
 
 import click
 
-from drprobe.errors import DrprobeError, InvalidValueError
+from drprobe.errors import DrprobeError, InvalidValueError, sigterm_as_interrupt
 from drprobe.experiment.demo import DEMO_FRACTIONS
 from drprobe.experiment.grid import DEFAULT_SEEDS
 from drprobe.pipeline import study as _study
@@ -378,20 +376,12 @@ def results(run, sql, csv_path) -> None:
         click.echo(table.to_string(index=False))
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
 def main(argv: list[str] | None = None) -> int:
-    """Console entry point: run the app, turning refusals into one line and exit status 2.
-
-    SIGTERM (``kill``, a scheduler's cancel) unwinds like Ctrl-C: scratch files are removed,
-    nothing is half-written, and the exit status is 130; a run started again resumes.
-    """
-    main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _interrupt) if main_thread else None
+    """Console entry point: refusals become one line and exit status 2; SIGTERM and Ctrl-C
+    unwind (:func:`~drprobe.errors.sigterm_as_interrupt`) to exit status 130."""
     try:
-        code = app.main(args=argv, prog_name="drprobe", standalone_mode=False)
+        with sigterm_as_interrupt():
+            code = app.main(args=argv, prog_name="drprobe", standalone_mode=False)
     except DrprobeError as err:
         click.echo(f"drprobe: error: {err}", err=True)
         return 2
@@ -405,9 +395,6 @@ def main(argv: list[str] | None = None) -> int:
     except click.exceptions.Abort:
         click.echo("drprobe: interrupted", err=True)
         return 130
-    finally:
-        if main_thread:
-            signal.signal(signal.SIGTERM, previous)
     return code if isinstance(code, int) else 0
 
 

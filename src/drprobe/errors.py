@@ -1,4 +1,4 @@
-"""One exception family for everything drprobe refuses to do.
+"""One exception family for everything drprobe refuses to do, and how a command is stopped.
 
 Every message is a single line that names the bad value and, where there is a closed set,
 the valid choices. The CLI prints ``str(err)`` and exits with status 2.
@@ -6,7 +6,10 @@ the valid choices. The CLI prints ``str(err)`` and exits with status 2.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import signal
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 
 
 class DrprobeError(Exception):
@@ -37,3 +40,22 @@ def unknown(kind: str, name: object, choices: Iterable[str]) -> UnknownNameError
     """
     listed = ", ".join(sorted(choices))
     return UnknownNameError(f"unknown {kind} {name!r}; valid choices: {listed}")
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Within the block, SIGTERM (``kill``, a scheduler's cancel) raises KeyboardInterrupt like
+    Ctrl-C, so the work unwinds: scratch files are removed and nothing is half-written. Only
+    the main thread can set signal handlers; elsewhere the block runs unchanged."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
