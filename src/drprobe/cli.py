@@ -122,8 +122,7 @@ def demo(out, model, layers, dataset, n_train, n_test, image_size, fractions, se
         image_size=image_size, fractions=_numbers(fractions, float, "--fractions"),
         seeds=_numbers(seeds, int, "--seeds"), twin=twin,
         checkpoint=str(checkpoint) if checkpoint else None,
-        data_root=str(data_root) if data_root else None,
-    )
+        data_root=str(data_root) if data_root else None)
     output = run_experiment(config, out, cache_dir=cache_dir, progress=progress,
                             log=_echo_err if progress else None)
     _report_run(f"Diffused redundancy of {config.models[0].label} on {dataset}", output, out)
@@ -377,8 +376,7 @@ def results(run, sql, csv_path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Console entry point: refusals become one line and exit status 2; SIGTERM and Ctrl-C
-    unwind (:func:`~drprobe.errors.sigterm_as_interrupt`) to exit status 130."""
+    """Console entry point: a refusal is one line and exit 2; SIGTERM or Ctrl-C unwinds, exit 130."""
     try:
         with sigterm_as_interrupt():
             code = app.main(args=argv, prog_name="drprobe", standalone_mode=False)
