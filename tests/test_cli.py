@@ -232,6 +232,7 @@ sys.exit(cli.main(["hold", sys.argv[1]]))
 """
 
 
+@pytest.mark.slow  # a fresh interpreter importing the whole CLI (torch included): about 6 s
 def test_sigterm_unwinds_like_ctrl_c_and_removes_scratch_files(tmp_path):
     proc = subprocess.Popen([sys.executable, "-c", HOLD, str(tmp_path)], text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
