@@ -70,7 +70,7 @@ def features(layer: str, split: str, n: int, cache: str, progress: bool = False)
 
 def child(config: dict[str, Any]) -> dict[str, Any]:
     """One layer's analysis in this (fresh) process; timings and memory peaks."""
-    from drprobe.experiment.analysis import analyze_layer
+    from drprobe.analysis.layer import analyze_layer
     from drprobe.probes import ProbeBank
 
     load_before = os.getloadavg()

@@ -4,7 +4,7 @@ Real MobileNetV2 features of scikit-learn's digits at 32 px, 300 train / 200 tes
 default the ImageNet weights at ``features.14`` (160-d) and ``features.13`` (96-d) and the seeded
 random-init twin at ``features.14`` only (so the layer heat map has an empty cell), selectors
 random and pca_top, fractions 0.1, 0.5, 1 and seeds 1, 2. Each (weights, layer) job is analysed with
-:func:`drprobe.experiment.analysis.analyze_layer` and written as one results part; the DR summary
+:func:`drprobe.analysis.layer.analyze_layer` and written as one results part; the DR summary
 and the efficiency table go to ``summary.csv`` and ``efficiency.csv``.
 """
 
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from drprobe.experiment.analysis import analyze_layer
+from drprobe.analysis.layer import analyze_layer
 from drprobe.experiment.store import PROBE_KEYS, write_part
 from drprobe.features import get_features
 from drprobe.probes import ProbeBank

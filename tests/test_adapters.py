@@ -9,7 +9,6 @@ real libraries are tested in ``test_libraries.py``).
 from __future__ import annotations
 
 import json
-import socket
 import sys
 import types
 
@@ -105,16 +104,7 @@ def broken():
 CALLS = []
 '''
 
-
-@pytest.fixture(autouse=True)
-def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Any attempt to open a network connection fails the test loudly."""
-
-    def refuse(*_args, **_kwargs):
-        raise AssertionError("a test tried to use the network")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
+pytestmark = pytest.mark.usefixtures("no_network")
 
 
 @pytest.fixture(scope="module")

@@ -16,17 +16,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import one_line as _one_line
 
 import drprobe
+from drprobe.analysis.layer import analyze_layer
 from drprobe.cli import main
 from drprobe.errors import (
+    ConfigError,
     DrprobeError,
     InvalidValueError,
     MissingDataError,
     UnknownNameError,
 )
-from drprobe.experiment.analysis import analyze_layer
-from drprobe.experiment.config import ConfigError, load_config
+from drprobe.experiment.config import load_config
 from drprobe.probes import ProbeBank
 from drprobe.selectors import make_family, resolve_ks
 from drprobe.sources.datasets import load_dataset
@@ -275,8 +277,8 @@ def test_cli_probe_refuses_bad_features(capsys, tmp_path, digits, fault):
 
 @pytest.mark.parametrize("argv, needles", [
     (["--selectors", "rnd"], ("unknown selector 'rnd'", "random")),
-    (["--fractions", "0,1"], ("must be in (0, 1]",)),
-    (["--fractions", "0.5,1.5"], ("must be in (0, 1]",)),
+    (["--fractions", "0,1"], ("fraction 0.0 is outside the valid range (0, 1]",)),
+    (["--fractions", "0.5,1.5"], ("fraction 1.5 is outside the valid range (0, 1]",)),
 ], ids=["unknown-selector", "zero-fraction", "fraction-above-one"])
 def test_cli_probe_refuses_bad_grid(capsys, tmp_path, digits, argv, needles):
     path = tmp_path / "features.npz"
@@ -301,12 +303,6 @@ def test_cli_probe_refuses_counts_above_d(capsys, tmp_path, digits):
 
 
 # -------------------------------------------------------------------------- the API
-
-
-def _one_line(err: pytest.ExceptionInfo) -> str:
-    message = str(err.value)
-    assert "\n" not in message and message
-    return message
 
 
 @pytest.mark.parametrize("kwargs, kind, needles", [

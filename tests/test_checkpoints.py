@@ -11,6 +11,7 @@ import types
 import numpy as np
 import pytest
 import torch
+from helpers import one_line
 from scipy.special import erf
 
 from drprobe.errors import DrprobeError, InvalidValueError, MissingDataError
@@ -31,12 +32,6 @@ def _logits(bundle: ModelBundle, x: torch.Tensor) -> torch.Tensor:
 
 def _sha(path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def _one_line(err: pytest.ExceptionInfo) -> str:
-    text = str(err.value)
-    assert "\n" not in text
-    return text
 
 
 @pytest.fixture(scope="module")
@@ -141,7 +136,7 @@ def test_robustness_file_without_model_weights_is_refused(tmp_path):
     torch.save({"model": {"module.attacker.model.fc.weight": torch.zeros(1000, 512)}}, path)
     with pytest.raises(InvalidValueError, match="module.model.") as err:
         load_model("builtin:resnet18", checkpoint=path)
-    _one_line(err)
+    one_line(err)
 
 
 # ---------------------------------------------------------------- MRL and fixed-feature
@@ -208,7 +203,7 @@ def test_blurpool_file_into_plain_resnet50_says_which_spec(blurpool50, tmp_path)
     torch.save({f"module.{k}": v for k, v in blurpool50.module.state_dict().items()}, path)
     with pytest.raises(InvalidValueError, match="builtin:resnet50_blurpool") as err:
         load_model("builtin:resnet50", checkpoint=path)
-    assert "unexpected keys" in _one_line(err)
+    assert "unexpected keys" in one_line(err)
 
 
 # ---------------------------------------------------------------- AugReg npz
@@ -317,7 +312,7 @@ def test_augreg_npz_errors(vit32, tmp_path):
     np.savez(extra, **arrays, **{"pre_logits/kernel": np.zeros((384, 384), np.float32)})
     with pytest.raises(InvalidValueError, match="unexpected keys: pre_logits/kernel") as err:
         load_model("builtin:vit_small_patch32_224", checkpoint=extra)
-    _one_line(err)
+    one_line(err)
     lacking = tmp_path / "lacking.npz"
     np.savez(lacking, **{k: v for k, v in arrays.items() if k != "cls"})
     with pytest.raises(InvalidValueError, match="lacks 'cls'"):
@@ -325,7 +320,7 @@ def test_augreg_npz_errors(vit32, tmp_path):
     with pytest.raises(InvalidValueError, match=r"pos_embed file \(1, 50, 384\) vs model "
                                                 r"\(1, 197, 384\)") as err:
         load_model("builtin:vit_small_patch16_224", checkpoint=extra)
-    _one_line(err)
+    one_line(err)
     with pytest.raises(InvalidValueError, match="cannot be read as format 'robustness'"):
         load_model("builtin:vit_small_patch32_224", checkpoint=extra,
                    checkpoint_format="robustness")
@@ -351,7 +346,7 @@ def test_key_and_shape_errors_are_one_line_and_name_the_keys(resnet18, tmp_path)
         torch.save(bad, path)
         with pytest.raises(InvalidValueError, match=pattern) as err:
             load_model("builtin:resnet18", checkpoint=path)
-        assert "builtin:resnet18" in _one_line(err)
+        assert "builtin:resnet18" in one_line(err)
 
 
 def test_pickled_objects_are_refused_unless_trusted(resnet18, tmp_path):
@@ -359,7 +354,7 @@ def test_pickled_objects_are_refused_unless_trusted(resnet18, tmp_path):
     torch.save({"model": resnet18.module.state_dict(), "args": argparse.Namespace(lr=0.1)}, path)
     with pytest.raises(DrprobeError, match="argparse.Namespace") as err:
         load_model("builtin:resnet18", checkpoint=path)
-    assert "trust_checkpoint=True" in _one_line(err)
+    assert "trust_checkpoint=True" in one_line(err)
     trusted = load_model("builtin:resnet18", checkpoint=path, trust_checkpoint=True)
     assert torch.equal(_logits(trusted, X64), _logits(resnet18, X64))
 
@@ -381,7 +376,7 @@ def test_trusted_file_that_cannot_be_unpickled(tmp_path, monkeypatch):
         load_model("builtin:resnet18", checkpoint=path)
     with pytest.raises(DrprobeError, match="cannot unpickle checkpoint") as err:
         load_model("builtin:resnet18", checkpoint=path, trust_checkpoint=True)
-    _one_line(err)
+    one_line(err)
 
 
 def test_unreadable_missing_and_non_state_files(tmp_path):
@@ -390,14 +385,14 @@ def test_unreadable_missing_and_non_state_files(tmp_path):
         junk.write_bytes(content)
         with pytest.raises(DrprobeError, match="cannot read checkpoint") as err:
             load_model("builtin:resnet18", checkpoint=junk)
-        _one_line(err)
+        one_line(err)
     with pytest.raises(MissingDataError, match="does not exist"):
         load_model("builtin:resnet18", checkpoint=tmp_path / "absent.pth")
     listed = tmp_path / "list.pt"
     torch.save([1, 2, 3], listed)
     with pytest.raises(InvalidValueError, match="holds no state_dict") as err:
         load_model("builtin:resnet18", checkpoint=listed)
-    _one_line(err)
+    one_line(err)
 
 
 def test_argument_errors(resnet18, tmp_path):

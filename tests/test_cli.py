@@ -8,18 +8,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import run_cli as run
 
 from drprobe.cli import main
 from drprobe.experiment.store import read_results
 
 SMALL = ["--n-train", "200", "--n-test", "100", "--image-size", "32", "--seeds", "1",
          "--fractions", "0.1,1", "--layers", "penultimate", "--no-progress"]
-
-
-def run(capsys, *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def test_models_lists_builtins(capsys):

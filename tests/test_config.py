@@ -9,8 +9,10 @@ import pytest
 import yaml
 
 from drprobe.cli import main
-from drprobe.experiment.config import ConfigError, load_config, parse_config
-from drprobe.experiment.cost import estimate_cost, format_plan
+from drprobe.errors import ConfigError
+from drprobe.experiment.config import load_config, parse_config
+from drprobe.experiment.cost import estimate_cost
+from drprobe.experiment.dryrun import format_plan
 from drprobe.experiment.plan import plan_jobs
 
 # pretrain*.yaml are `drprobe pretrain` configs (tests/test_pretrain_run.py checks them)
@@ -117,13 +119,18 @@ def test_defaults_and_roundtrip(tmp_path):
          "datasets[0].name: unknown dataset 'cifar11'; valid choices: cifar10"),
         (GOOD + "selectors: [random, pca_biggest]\n",
          "selectors: unknown selector 'pca_biggest'; valid choices: greedy"),
-        (GOOD + "fractions: [0.1, 1.5]\n", "fractions[1]: must be in (0, 1], got 1.5"),
+        (GOOD + "fractions: [0.1, 1.5]\n",
+         "fractions[1]: fraction 1.5 is outside the valid range (0, 1]"),
         (GOOD + "fractions: [0.1]\ncounts: [8]\n", "give fractions or counts, not both"),
         (GOOD + "probe:\n  tol: -1\n", "probe.tol: must be > 0"),
         (GOOD + "protocol: exact\n", "protocol: must be one of 'cached' or 'faithful', got 'exact'"),
         (GOOD + "pooling: max\n", "pooling: unknown pooling 'max'; valid choices: avg"),
         (GOOD + "seeds: [1, 1]\n", "seeds: seed 1 is listed twice"),
-        (GOOD + "device: tpu\n", "device: unknown device 'tpu'; valid choices: cpu, auto"),
+        (GOOD + "device: tpu\n",
+         "device: unknown device 'tpu'; valid choices: auto (CUDA if present), cpu, cuda, cuda:N"),
+        (GOOD + "device: mps\n", "device: device 'mps' serves feature extraction only"),
+        (GOOD + "memory_budget_gb: 0\n",
+         "memory_budget_gb: memory_budget_gb must be a positive number of GiB; got 0.0"),
         (GOOD.replace("name: t\n", ""), "name: required field is missing"),
         ("- just\n- a list\n", "must be a mapping of fields"),
     ],

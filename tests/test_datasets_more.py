@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import one_line
 from PIL import Image
 
 from drprobe.errors import DrprobeError, InvalidValueError, MissingDataError, UnknownNameError
@@ -34,12 +35,6 @@ from drprobe.sources.datasets import (
 
 CIFAR10_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
                  "ship", "truck"]
-
-
-def one_line(err: pytest.ExceptionInfo) -> str:
-    msg = str(err.value)
-    assert "\n" not in msg
-    return msg
 
 
 # ------------------------------------------------------------------------------------ CIFAR

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from drprobe.experiment.analysis import analyze_layer
-from drprobe.experiment.derived import analyze_with_nulls, null_inputs, refine_critical_fraction
+from drprobe.analysis.derived import analyze_with_nulls, null_inputs, refine_critical_fraction
+from drprobe.analysis.layer import analyze_layer
 from drprobe.metrics.fairness import gini
 from drprobe.report.run_tables import efficiency_table, fairness_trend
 from drprobe.sources.datasets import load_dataset

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from helpers import SliceRecorder
 from PIL import Image
 
 from drprobe.errors import DrprobeError, InvalidValueError, UnknownNameError
@@ -131,22 +132,8 @@ def test_rows_follow_input_order(mnet, grey):
     np.testing.assert_allclose(forward, backward[::-1], rtol=1e-5, atol=1e-5)
 
 
-class _Recorder:
-    """An array stand-in that records which slices were read."""
-
-    def __init__(self, data: np.ndarray) -> None:
-        self.data, self.shape, self.reads = data, data.shape, []
-
-    def __len__(self) -> int:
-        return len(self.data)
-
-    def __getitem__(self, item: slice) -> np.ndarray:
-        self.reads.append((item.start, item.stop))
-        return self.data[item]
-
-
 def test_streams_one_batch_at_a_time(mnet, grey):
-    source = _Recorder(grey)
+    source = SliceRecorder(grey)
     batches = iter_features(mnet, PENULTIMATE, source, image_size=32, batch_size=4,
                             progress=False)
     assert source.reads == []

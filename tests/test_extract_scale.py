@@ -12,6 +12,7 @@ import tracemalloc
 import numpy as np
 import pytest
 import torch
+from helpers import SliceRecorder
 
 import drprobe.features.extract as extract_mod
 from drprobe.errors import DrprobeError, InvalidValueError, UnknownNameError
@@ -198,31 +199,17 @@ def test_tensor_preprocessing_refuses_bad_shapes():
         preprocess(torch.zeros(2, 8, 8, 2), 8, (0.0,) * 3, (1.0,) * 3)
 
 
-class _Recorder:
-    """An image array stand-in that records which slices were read."""
-
-    def __init__(self, data: np.ndarray) -> None:
-        self.data, self.shape, self.reads = data, data.shape, []
-
-    def __len__(self) -> int:
-        return len(self.data)
-
-    def __getitem__(self, item: slice) -> np.ndarray:
-        self.reads.append(item.start)
-        return self.data[item]
-
-
 def test_pipelined_order_runs_one_batch_ahead(mnet, rgb, monkeypatch):
     """The CUDA schedule (batch i handed out after batch i+1 is queued), forced on CPU."""
     plain = _run(mnet, "features.6", rgb, image_size=32, batch_size=3)
     monkeypatch.setattr(extract_mod, "_pipelined", lambda device: True)
-    source = _Recorder(rgb)
+    source = SliceRecorder(rgb)
     batches = iter_features(mnet, "features.6", source, image_size=32, batch_size=3,
                             progress=False)
     first = next(batches)
-    assert source.reads == [0, 3]  # the second batch was queued before the first came out
+    assert source.starts == [0, 3]  # the second batch was queued before the first came out
     rest = list(batches)
-    assert source.reads == [0, 3, 6, 9]
+    assert source.starts == [0, 3, 6, 9]
     assert [b.shape[0] for b in [first, *rest]] == [3, 3, 3, 1]
     for ours, ref in zip([first, *rest], plain):
         np.testing.assert_array_equal(ours, ref)  # batches not overwritten by later ones

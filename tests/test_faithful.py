@@ -2,12 +2,14 @@
 
 Checked against a plain one-head PyTorch loop (nn.Linear + SGD + StepLR + best-val copy), the
 StepLR formula, multi-head vs single-head equality, determinism, and the best-val checkpoint.
+One head is a bank of one family with a single k.
 """
 
 from __future__ import annotations
 
 import math
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from drprobe.errors import InvalidValueError
-from drprobe.probes.faithful import FaithfulBank, FaithfulProbe, head_seed, stream_seed
+from drprobe.probes.faithful import FaithfulBank, head_seed, stream_seed
 from drprobe.selectors import SubsetFamily, make_family
 from drprobe.sources.augment import Augment, augment_images
 from drprobe.sources.data.base import train_val_split
@@ -56,6 +58,19 @@ def families() -> list[SubsetFamily]:
             for s in (1, 2)]
 
 
+def one_head(fam: SubsetFamily, k: int) -> list[SubsetFamily]:
+    """The family reduced to its size k: a bank of one head."""
+    j = list(fam.ks).index(k)
+    return [replace(fam, ks=[k], fractions=[fam.fractions[j]])]
+
+
+def split(images: np.ndarray, y: np.ndarray, seed: int = 0) -> tuple[np.ndarray, ...]:
+    """(train images, train labels, validation images, validation labels): a stratified 10%
+    held out, as the analysis does."""
+    tr, va = train_val_split(y, 0.1, seed)
+    return images[tr], y[tr], images[va], y[va]
+
+
 @pytest.fixture(scope="module")
 def data():
     return make_data(150)
@@ -64,7 +79,8 @@ def data():
 @pytest.fixture(scope="module")
 def bank(data):
     images, y = data
-    return FaithfulBank(tiny_bundle(), families(), image_size=SIZE, **FAST).fit(images, y)
+    return FaithfulBank(tiny_bundle(), image_size=SIZE, **FAST).fit(*split(images, y),
+                                                                    families())
 
 
 def test_loss_decreases_and_results(bank, data):
@@ -86,9 +102,9 @@ def test_loss_decreases_and_results(bank, data):
 
 def test_step_lr_schedule_matches_formula(data):
     images, y = data
-    probe = FaithfulProbe(tiny_bundle(), families()[0], 5, image_size=SIZE, epochs=7,
-                          step_size=3, gamma=0.5, lr=0.2, batch_size=64,
-                          progress=False).fit(images, y)
+    probe = FaithfulBank(tiny_bundle(), image_size=SIZE, epochs=7, step_size=3, gamma=0.5,
+                         lr=0.2, batch_size=64, progress=False).fit(
+        *split(images, y), one_head(families()[0], 5))
     expected = [0.2 * 0.5 ** (e // 3) for e in range(7)]
     np.testing.assert_allclose(probe.history_["lr"], expected, rtol=1e-12)
 
@@ -96,43 +112,45 @@ def test_step_lr_schedule_matches_formula(data):
 def test_multi_head_equals_single_head(bank, data):
     images, y = data
     fam = families()[1]
-    probe = FaithfulProbe(tiny_bundle(), fam, 5, image_size=SIZE, **FAST).fit(images, y)
+    probe = FaithfulBank(tiny_bundle(), image_size=SIZE, **FAST).fit(*split(images, y),
+                                                                     one_head(fam, 5))
     h = bank.heads_.index((1, 5))
-    np.testing.assert_allclose(probe.coef_, bank.coefs_[h], rtol=0, atol=1e-6)
-    np.testing.assert_allclose(probe.intercept_, bank.intercepts_[h], rtol=0, atol=1e-6)
-    np.testing.assert_allclose(probe.history_["train_loss"], bank.history_["train_loss"][h],
+    np.testing.assert_allclose(probe.coefs_[0], bank.coefs_[h], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(probe.intercepts_[0], bank.intercepts_[h], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(probe.history_["train_loss"][0], bank.history_["train_loss"][h],
                                rtol=1e-6)
-    np.testing.assert_array_equal(probe.history_["val_acc"], bank.history_["val_acc"][h])
-    assert probe.best_epoch_ == bank.best_epoch_[h]
-    res = probe.evaluate(images[:60], y[:60])
+    np.testing.assert_array_equal(probe.history_["val_acc"][0], bank.history_["val_acc"][h])
+    assert probe.best_epoch_[0] == bank.best_epoch_[h]
+    (res,) = probe.evaluate(images[:60], y[:60])
     assert res.k == 5 and res.fraction == 0.3 and res.seed == 2
     assert res.test_acc == bank.evaluate(images[:60], y[:60])[h].test_acc
 
 
 def test_deterministic_on_cpu(bank, data):
     images, y = data
-    again = FaithfulBank(tiny_bundle(), families(), image_size=SIZE, **FAST).fit(images, y)
+    again = FaithfulBank(tiny_bundle(), image_size=SIZE, **FAST).fit(*split(images, y),
+                                                                     families())
     for a, b in zip(bank.coefs_, again.coefs_):
         np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(bank.history_["train_loss"], again.history_["train_loss"])
-    other = FaithfulBank(tiny_bundle(), families(), image_size=SIZE, random_state=1,
-                         **FAST).fit(images, y)
+    other = FaithfulBank(tiny_bundle(), image_size=SIZE, random_state=1,
+                         **FAST).fit(*split(images, y), families())
     assert not np.allclose(bank.history_["train_loss"], other.history_["train_loss"])
-    assert not np.array_equal(bank.val_indices_, other.val_indices_)
+    assert not np.array_equal(bank.batch_orders_[1], other.batch_orders_[1])
 
 
 def test_best_validation_checkpoint_is_reported():
     images, y = make_data(150, noise=235, seed=3)  # weak signal: validation accuracy wobbles
-    bank = FaithfulBank(tiny_bundle(), families(), image_size=SIZE, epochs=8, step_size=100,
-                        lr=2.0, batch_size=16, progress=False).fit(images, y)
+    Xtr, ytr, Xva, yva = split(images, y)
+    bank = FaithfulBank(tiny_bundle(), image_size=SIZE, epochs=8, step_size=100, lr=2.0,
+                        batch_size=16, progress=False).fit(Xtr, ytr, Xva, yva, families())
     hist = bank.history_["val_acc"]
     np.testing.assert_array_equal(bank.val_acc_, hist.max(axis=1))
     np.testing.assert_array_equal(bank.best_epoch_, hist.argmax(axis=1))  # ties: earliest
     # the reported weights are the best epoch's, not the last epoch's: re-scoring the
     # validation images with them gives the best accuracy, also where the last epoch was worse
     assert np.any(hist[:, -1] < hist.max(axis=1))
-    va = bank.val_indices_
-    res = bank.evaluate(images[va], y[va])
+    res = bank.evaluate(Xva, yva)
     np.testing.assert_allclose([r.test_acc for r in res], bank.val_acc_, atol=1e-12)
 
 
@@ -181,12 +199,12 @@ def test_matches_a_plain_pytorch_loop(data):
     fam = families()[0]
     ref_W, ref_b, ref_accs = reference_head(tiny_bundle(), fam, 5, images, y, epochs=5, step=2,
                                             batch=40, lr=0.1, wd=1e-4, seed=3)
-    probe = FaithfulProbe(tiny_bundle(), fam, 5, image_size=SIZE, epochs=5, step_size=2,
-                          batch_size=40, weight_decay=1e-4, random_state=3,
-                          progress=False).fit(images, y)
-    np.testing.assert_allclose(probe.history_["val_acc"], ref_accs)
-    np.testing.assert_allclose(probe.coef_, ref_W, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(probe.intercept_, ref_b, rtol=1e-5, atol=1e-6)
+    probe = FaithfulBank(tiny_bundle(), image_size=SIZE, epochs=5, step_size=2, batch_size=40,
+                         weight_decay=1e-4, random_state=3, progress=False).fit(
+        *split(images, y, seed=3), one_head(fam, 5))
+    np.testing.assert_allclose(probe.history_["val_acc"][0], ref_accs)
+    np.testing.assert_allclose(probe.coefs_[0], ref_W, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(probe.intercepts_[0], ref_b, rtol=1e-5, atol=1e-6)
 
 
 def test_projection_family_equals_coordinate_family(data):
@@ -195,8 +213,8 @@ def test_projection_family_equals_coordinate_family(data):
     coord = SubsetFamily("sel", 0, [3, 6], indices=idx)
     proj = SubsetFamily("sel", 0, [3, 6], components=np.eye(D)[:, idx],
                         mean=np.zeros(D))  # same map written as a projection
-    a = FaithfulBank(tiny_bundle(), [coord], image_size=SIZE, **FAST).fit(images, y)
-    b = FaithfulBank(tiny_bundle(), [proj], image_size=SIZE, **FAST).fit(images, y)
+    a = FaithfulBank(tiny_bundle(), image_size=SIZE, **FAST).fit(*split(images, y), [coord])
+    b = FaithfulBank(tiny_bundle(), image_size=SIZE, **FAST).fit(*split(images, y), [proj])
     for wa, wb in zip(a.coefs_, b.coefs_):
         np.testing.assert_allclose(wa, wb, rtol=1e-5, atol=1e-6)
 
@@ -204,30 +222,35 @@ def test_projection_family_equals_coordinate_family(data):
 def test_bad_arguments_are_refused(data):
     images, y = data
     fam = families()[0]
+    data = split(images, y)
     with pytest.raises(InvalidValueError, match="epochs"):
-        FaithfulBank(tiny_bundle(), [fam], epochs=0).fit(images, y)
-    with pytest.raises(InvalidValueError, match="val_fraction"):
-        FaithfulBank(tiny_bundle(), [fam], val_fraction=0.0).fit(images, y)
+        FaithfulBank(tiny_bundle(), epochs=0).fit(*data, [fam])
     with pytest.raises(InvalidValueError, match="k=17"):
-        FaithfulProbe(tiny_bundle(), fam, 17, image_size=SIZE).fit(images, y)
+        FaithfulBank(tiny_bundle(), image_size=SIZE).fit(*data, [replace(fam, ks=[2, 17],
+                                                                          fractions=None)])
     wide = SubsetFamily("random", 0, [4], indices=np.array([0, 1, 2, 40]))
     with pytest.raises(InvalidValueError, match="indices outside"):
-        FaithfulBank(tiny_bundle(), [wide], image_size=SIZE).fit(images, y)
+        FaithfulBank(tiny_bundle(), image_size=SIZE).fit(*data, [wide])
     with pytest.raises(InvalidValueError, match="augment size"):
-        FaithfulBank(tiny_bundle(), [fam], image_size=SIZE, augment=Augment(12)).fit(images, y)
+        FaithfulBank(tiny_bundle(), image_size=SIZE, augment=Augment(12)).fit(*data, [fam])
+    with pytest.raises(InvalidValueError, match="y_val"):
+        FaithfulBank(tiny_bundle(), image_size=SIZE).fit(*data[:3], data[3][:-1], [fam])
+    with pytest.raises(InvalidValueError, match="empty"):
+        FaithfulBank(tiny_bundle(), image_size=SIZE).fit(*data, [])
     with pytest.raises(InvalidValueError, match="not fitted"):
-        FaithfulBank(tiny_bundle(), [fam]).evaluate(images, y)
+        FaithfulBank(tiny_bundle()).evaluate(images, y)
     if not torch.cuda.is_available():
         with pytest.raises(InvalidValueError, match="CUDA"):
-            FaithfulBank(tiny_bundle(), [fam], device="cuda").fit(images, y)
+            FaithfulBank(tiny_bundle(), device="cuda").fit(*data, [fam])
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_matches_cpu(data):
     images, y = data
-    cpu = FaithfulBank(tiny_bundle(), families(), image_size=SIZE, **FAST).fit(images, y)
-    gpu = FaithfulBank(tiny_bundle(), families(), image_size=SIZE, device="cuda",
-                       **FAST).fit(images, y)
+    cpu = FaithfulBank(tiny_bundle(), image_size=SIZE, **FAST).fit(*split(images, y),
+                                                                   families())
+    gpu = FaithfulBank(tiny_bundle(), image_size=SIZE, device="cuda",
+                       **FAST).fit(*split(images, y), families())
     np.testing.assert_allclose(gpu.history_["train_loss"], cpu.history_["train_loss"],
                                rtol=1e-3)
 
@@ -251,8 +274,10 @@ def test_mobilenet_v2_on_fashion_mnist():
     train = subsample(load_dataset("fashion-mnist", "train"), 300, 0)
     test = subsample(load_dataset("fashion-mnist", "test"), 200, 0)
     fam = make_family("random", np.zeros((1, 1280)), [128, 1280], seed=0)
-    bank = FaithfulBank(bundle, [fam], image_size=32, epochs=3, step_size=2, batch_size=32,
-                        weight_decay=1e-4, progress=False).fit(train.images, train.labels)
+    tr, va = train_val_split(train.labels, 0.1, 0)
+    bank = FaithfulBank(bundle, image_size=32, epochs=3, step_size=2, batch_size=32,
+                        weight_decay=1e-4, progress=False).fit(
+        train.images[tr], train.labels[tr], train.images[va], train.labels[va], [fam])
     loss = bank.history_["train_loss"]
     assert np.all(loss[:, -1] < loss[:, 0])
     res = bank.evaluate(test.images, test.labels)
@@ -273,9 +298,11 @@ def test_each_probe_seed_has_its_own_augmentation_stream_and_batch_order(data, m
         return x
 
     monkeypatch.setattr(faithful_mod, "augment_images", recording)
-    both = FaithfulBank(tiny_bundle(), families(), image_size=SIZE, **FAST).fit(images, y)
+    both = FaithfulBank(tiny_bundle(), image_size=SIZE, **FAST).fit(*split(images, y),
+                                                                    families())
     aug_both, seen[:] = list(seen), []
-    alone = FaithfulBank(tiny_bundle(), families()[:1], image_size=SIZE, **FAST).fit(images, y)
+    alone = FaithfulBank(tiny_bundle(), image_size=SIZE, **FAST).fit(*split(images, y),
+                                                                     families()[:1])
     aug_alone = list(seen)
 
     steps = both.steps_per_epoch_
@@ -287,6 +314,6 @@ def test_each_probe_seed_has_its_own_augmentation_stream_and_batch_order(data, m
     np.testing.assert_array_equal(both.batch_orders_[1], alone.batch_orders_[1])
     assert not np.array_equal(both.batch_orders_[1], both.batch_orders_[2])
     for e in range(FAST["epochs"]):  # each epoch draws a permutation of the training positions
-        assert sorted(both.batch_orders_[2][e]) == sorted(both.train_indices_)
+        assert sorted(both.batch_orders_[2][e]) == list(range(135))
     for h in range(3):  # the seed-1 heads are the same with or without the seed-2 ones
         np.testing.assert_array_equal(both.coefs_[h], alone.coefs_[h])

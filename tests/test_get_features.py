@@ -19,7 +19,7 @@ import torch
 
 import drprobe.features as features_mod
 from drprobe.errors import InvalidValueError
-from drprobe.features import dataset_fingerprint, get_features, iter_features, iter_layer_features
+from drprobe.features import dataset_fingerprint, get_features, iter_features
 from drprobe.sources.layers import PENULTIMATE, layer_features
 from drprobe.sources.models import ModelBundle, load_model
 from drprobe.sources.transforms import preprocess
@@ -30,19 +30,6 @@ SPEC = "builtin:mobilenet_v2"
 @pytest.fixture(scope="module")
 def mnet() -> ModelBundle:
     return load_model(SPEC)
-
-
-@pytest.fixture
-def calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Records the layer of every extraction ``get_features`` starts (a miss)."""
-    seen: list[str] = []
-
-    def counting(bundle, requests, images, **kwargs):
-        seen.extend(layer for layer, _pooling in requests)
-        return iter_layer_features(bundle, requests, images, **kwargs)
-
-    monkeypatch.setattr(features_mod, "iter_layer_features", counting)
-    return seen
 
 
 def _images(seed: int, n: int = 12, side: int = 20) -> np.ndarray:
@@ -64,7 +51,7 @@ def _direct(bundle: ModelBundle, layer: str, images: np.ndarray, size: int,
 
 # ---- checkpoints -----------------------------------------------------------------------------
 
-def test_checkpoint_is_keyed_by_its_sha256(tmp_path, calls):
+def test_checkpoint_is_keyed_by_its_sha256(tmp_path, extractions):
     images = _images(0)
     data = _write_npz(tmp_path / "d.npz", images)
     ckpt = tmp_path / "twin.pt"
@@ -80,11 +67,11 @@ def test_checkpoint_is_keyed_by_its_sha256(tmp_path, calls):
     np.testing.assert_allclose(first.X, _direct(twin, PENULTIMATE, images, 32),
                                rtol=1e-5, atol=1e-5)
     again = get_features(SPEC, PENULTIMATE, data, "train", **kwargs)
-    assert len(calls) == 1 and again.path == first.path  # a hit
+    assert len(extractions) == 1 and again.path == first.path  # a hit
 
     torch.save(load_model(SPEC, "random", seed=4).module.state_dict(), ckpt)  # same path
     changed = get_features(SPEC, PENULTIMATE, data, "train", **kwargs)
-    assert len(calls) == 2 and changed.path != first.path
+    assert len(extractions) == 2 and changed.path != first.path
     assert changed.meta["parts"]["weights_sha256"] != sha
     assert not np.allclose(changed.X, first.X)
 
@@ -98,7 +85,7 @@ def test_checkpoint_needs_a_spec_not_a_bundle(mnet, tmp_path):
 
 # ---- dataset fingerprints --------------------------------------------------------------------
 
-def test_editing_an_npz_changes_the_key(mnet, tmp_path, calls):
+def test_editing_an_npz_changes_the_key(mnet, tmp_path, extractions):
     path = tmp_path / "d.npz"
     data = _write_npz(path, _images(0))
     kwargs = {"image_size": 32, "cache_dir": tmp_path / "c", "progress": False}
@@ -108,13 +95,13 @@ def test_editing_an_npz_changes_the_key(mnet, tmp_path, calls):
     edited = _images(1)
     _write_npz(path, edited)  # same spec, same shapes and labels, other pixels
     second = get_features(mnet, "features.6", data, "train", **kwargs)
-    assert len(calls) == 2 and second.path != first.path
+    assert len(extractions) == 2 and second.path != first.path
     np.testing.assert_allclose(second.X, _direct(mnet, "features.6", edited, 32),
                                rtol=1e-5, atol=1e-5)
 
     _write_npz(path, _images(0))  # the original bytes again: a content hash finds them
     third = get_features(mnet, "features.6", data, "train", **kwargs)
-    assert len(calls) == 2 and third.path == first.path
+    assert len(extractions) == 2 and third.path == first.path
 
 
 def test_fingerprints_of_specs(tmp_path, monkeypatch):
@@ -158,15 +145,15 @@ def test_flattened_middle_layer_stored_as_float16(mnet, tmp_path):
     assert np.array_equal(half.X, np.asarray(full.X).astype(np.float16))
 
 
-def test_precision_is_part_of_the_key(mnet, tmp_path, calls):
+def test_precision_is_part_of_the_key(mnet, tmp_path, extractions):
     data = _write_npz(tmp_path / "d.npz", _images(0, n=6))
     kwargs = {"image_size": 32, "cache_dir": tmp_path / "c", "progress": False}
     fp32 = get_features(mnet, PENULTIMATE, data, "train", **kwargs)
     bf16 = get_features(mnet, PENULTIMATE, data, "train", precision="bf16", **kwargs)
     assert fp32.meta["parts"]["precision"] == "fp32" and bf16.meta["parts"]["precision"] == "bf16"
-    assert len(calls) == 2 and bf16.path != fp32.path
+    assert len(extractions) == 2 and bf16.path != fp32.path
     get_features(mnet, PENULTIMATE, data, "train", device="cpu", **kwargs)
-    assert len(calls) == 2  # device is not part of the key
+    assert len(extractions) == 2  # device is not part of the key
 
 
 # ---- text ------------------------------------------------------------------------------------
@@ -195,7 +182,7 @@ def _write_csv(path: Path, sport: list[str], food: list[str]) -> str:
     return f"text:{path}"
 
 
-def test_text_csv_through_the_door(minilm, tmp_path, calls):
+def test_text_csv_through_the_door(minilm, tmp_path, extractions):
     data = _write_csv(tmp_path / "t.csv", SPORT, FOOD)
     kwargs = {"image_size": 24, "cache_dir": tmp_path / "c", "progress": False}
     train = get_features("hf:all-MiniLM-L6-v2", PENULTIMATE, data, "train", **kwargs)
@@ -209,10 +196,10 @@ def test_text_csv_through_the_door(minilm, tmp_path, calls):
     test = get_features(minilm, "hidden_states.2", data, "test", pooling="flatten", **kwargs)
     assert test.X.shape == (4, 24 * 384)
     assert get_features(minilm, PENULTIMATE, data, "train", **kwargs).path == train.path
-    n_calls = len(calls)
+    n_calls = len(extractions)
     _write_csv(tmp_path / "t.csv", SPORT, ["Bake the bread until golden."] + FOOD[1:])
     edited = get_features(minilm, PENULTIMATE, data, "train", **kwargs)
-    assert len(calls) == n_calls + 1 and edited.path != train.path
+    assert len(extractions) == n_calls + 1 and edited.path != train.path
     assert not np.allclose(edited.X[4], train.X[4]) and np.allclose(edited.X[0], train.X[0],
                                                                     atol=1e-5)
 

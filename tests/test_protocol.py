@@ -1,19 +1,28 @@
-"""The probe protocols as strategies: the cached one reads memory-mapped features lazily, the
-faithful one trains on the job's own subsample and split, with the paper's weight decay per
-downstream dataset."""
+"""The probe trainers' one contract and the protocols: every trainer is a scikit-learn
+estimator with the same fit / evaluate; the cached protocol reads memory-mapped features
+lazily, the faithful one trains on the job's own subsample and split, with the paper's weight
+decay per downstream dataset."""
 
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 import pytest
+from sklearn.base import clone
 
+from drprobe.analysis import layer as analysis
+from drprobe.analysis.layer import analyze_layer
+from drprobe.analysis.protocol import FaithfulProtocol, as_trainer
 from drprobe.errors import InvalidValueError
-from drprobe.experiment import analysis
-from drprobe.experiment.analysis import analyze_layer
 from drprobe.experiment.config import parse_config
-from drprobe.experiment.protocol import FaithfulProtocol, faithful_bank
-from drprobe.probes import ProbeBank, design
+from drprobe.experiment.job_runner import faithful_bank
+from drprobe.probes import ProbeBank, ProbeTrainer, design
+from drprobe.probes.contract import SPACES
+from drprobe.probes.faithful import FaithfulBank
 from drprobe.probes.faithful_settings import paper_weight_decay
+from drprobe.selectors import make_family
+from drprobe.wide.streaming import StreamingProbes
 
 
 class RowsOnly:
@@ -98,11 +107,77 @@ def test_a_jobs_faithful_bank_takes_the_datasets_weight_decay(dataset, given, ex
 def test_faithful_protocol_refuses_images_that_are_not_the_features_rows():
     class Split:
         images = np.zeros((10, 8, 8), dtype=np.uint8)
-        labels = np.arange(10) % 2
+        labels = np.arange(10) % 3
 
     config = parse_config(faithful_config("digits"))
     protocol = FaithfulProtocol(faithful_bank(config, config.datasets[0], "builtin:mobilenet_v2",
                                               "penultimate", "cpu"), Split(), Split())
-    X, y = blobs(12)
-    with pytest.raises(InvalidValueError, match="not the rows of the 12 cached features"):
-        protocol.train(X, y, np.arange(10), np.arange(10, 12), [])
+    X, y = blobs(40)
+    with pytest.raises(InvalidValueError, match="10 training images are not the rows of the 30"):
+        analyze_layer(X[:30], y[:30], X[30:], y[30:], bank=protocol, fractions=(1.0,),
+                      seeds=(1,), n_boot=5, progress=False)
+    with pytest.raises(InvalidValueError, match="10 test images are not the rows of the 10"):
+        protocol.inputs(Split.labels, np.arange(8), np.arange(8, 10), Split.labels[::-1])
+
+
+def test_faithful_protocol_hands_the_trainer_the_images_of_the_feature_rows():
+    class Split:
+        images = np.arange(10 * 4 * 4).reshape(10, 4, 4).astype(np.uint8)
+        labels = np.arange(10) % 2
+
+    protocol = FaithfulProtocol(FaithfulBank("builtin:mobilenet_v2"), Split(), Split())
+    tr, va = np.array([7, 0, 3, 9, 1]), np.array([8, 2])
+    Xtr, Xva, Xte = protocol.inputs(Split.labels, tr, va, Split.labels)
+    assert Xtr.shape == (5, 4, 4) and len(Xva) == 2 and Xte is Split.images
+    np.testing.assert_array_equal(Xtr[1:4], Split.images[[0, 3, 9]])  # a slice of the rows
+    np.testing.assert_array_equal(Xtr[np.array([4, 0])], Split.images[[1, 7]])  # positions
+    np.testing.assert_array_equal(Xva[:], Split.images[va])
+
+
+def trainers() -> list[ProbeTrainer]:
+    return [ProbeBank(l2_grid=(0.1, 1.0), progress=False, keep_predictions=True),
+            StreamingProbes(l2_grid=(0.1, 1.0), max_passes=50, keep_predictions=True),
+            FaithfulBank("builtin:mobilenet_v2", "features.14", epochs=2, lr=0.05)]
+
+
+@pytest.mark.parametrize("trainer", trainers(), ids=lambda t: type(t).__name__)
+def test_every_trainer_is_an_estimator_with_the_one_contract(trainer):
+    assert isinstance(trainer, ProbeTrainer)
+    params = trainer.get_params()
+    twin = clone(trainer)
+    assert type(twin) is type(trainer) and twin is not trainer and twin.get_params() == params
+    assert "families" not in params  # the families go to fit
+    changed = clone(trainer).set_params(progress=True)
+    assert changed.get_params() == {**params, "progress": True}
+    fit = inspect.signature(type(trainer).fit).parameters
+    assert list(fit) == ["self", "X_train", "y_train", "X_val", "y_val", "families"]
+    evaluate = inspect.signature(type(trainer).evaluate).parameters
+    assert list(evaluate) == ["self", "X_test", "y_test"]
+    assert trainer.space in SPACES and trainer.protocol in ("cached", "faithful")
+    assert trainer.wide_capable == isinstance(trainer, ProbeBank)  # the wide path needs a bank
+
+
+@pytest.mark.parametrize("trainer", trainers()[:2], ids=lambda t: type(t).__name__)
+def test_fit_leaves_the_settings_alone_and_the_analysis_takes_any_feature_trainer(trainer):
+    X, y = blobs(300)
+    params = trainer.get_params()
+    out = analyze_layer(X[:200], y[:200], X[200:], y[200:], bank=trainer, fractions=(0.5,),
+                        seeds=(1, 2), n_boot=10, progress=False)
+    assert trainer.get_params() == params
+    assert set(out.results["protocol"]) == {"cached"} and len(out.results) == 4
+    # the trainer analyze_layer used, called directly on the same families, gives the same rows
+    tr, va = analysis.train_val_split(y[:200], 0.1, 0)
+    fams = [make_family("random", X[tr], [6, 12], seed=s, fractions=[0.5, 1.0]) for s in (1, 2)]
+    direct = clone(trainer).fit(X[tr], y[tr], X[va], y[va], fams).evaluate(X[200:], y[200:])
+    np.testing.assert_array_equal(out.results["test_acc"], [r.test_acc for r in direct])
+    np.testing.assert_array_equal(out.results["l2"], [r.l2 for r in direct])
+
+
+def test_as_trainer_refuses_what_is_not_a_trainer_on_features():
+    assert isinstance(as_trainer(None, progress=False), ProbeBank)
+    with pytest.raises(InvalidValueError, match="trains on images.*FaithfulProtocol"):
+        as_trainer(FaithfulBank("builtin:mobilenet_v2"))
+    with pytest.raises(InvalidValueError, match="FaithfulProtocol takes a trainer on images"):
+        as_trainer(FaithfulProtocol(ProbeBank(), None, None))
+    with pytest.raises(InvalidValueError, match="probe trainer.*got dict"):
+        as_trainer({"l2_grid": [1.0]})

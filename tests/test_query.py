@@ -8,9 +8,9 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import run_cli
 from report_runs import shared_run, split_timings
 
-from drprobe.cli import main
 from drprobe.errors import InvalidValueError, MissingDataError
 from drprobe.experiment.query import query
 from drprobe.experiment.store import PROBE_KEYS, read_results, write_part
@@ -25,12 +25,6 @@ def runs(tmp_path_factory, feature_cache):
     inline = shared_run(feature_cache, root / "inline")
     apart = split_timings(inline, root / "apart")
     return inline, apart
-
-
-def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 @pytest.mark.slow

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import TINY_JOBS, tiny_config
 
 from drprobe.cli import main
 from drprobe.experiment import cluster
@@ -20,15 +21,7 @@ from drprobe.experiment.runner import run_experiment
 ray = pytest.importorskip("ray")
 services = pytest.importorskip("ray._private.services")
 
-CONFIG = {
-    "name": "ray",
-    "models": [{"spec": "builtin:mobilenet_v2", "weights": ["pretrained", "random"]}],
-    "layers": ["features.14"],
-    "datasets": [{"name": "digits", "n_train": 300, "n_test": 150, "image_size": 32}],
-    "fractions": [0.1, 0.5],
-    "seeds": [1, 2],
-    "resources": {"cpus": 1, "gpus": 0},
-}
+CONFIG = tiny_config("ray", resources={"cpus": 1, "gpus": 0})
 
 
 @pytest.mark.slow
@@ -41,8 +34,7 @@ def test_local_ray_stays_on_loopback_and_gives_the_local_executors_parts(tmp_pat
     on_ray = run_experiment(config, tmp_path / "ray", executor="ray", cache_dir=cache,
                             progress=False)  # starts and stops its own Ray
     assert not ray.is_initialized()
-    assert sorted(on_ray.ran) == ["mobilenet_v2-pretrained-digits-features.14",
-                                  "mobilenet_v2-random-digits-features.14"]
+    assert sorted(on_ray.ran) == TINY_JOBS
     local = run_experiment(config, tmp_path / "local", cache_dir=cache, progress=False)
     assert local.ran == on_ray.ran  # the shared cache spares extraction, not the probes
     for kind in ("results", "summary"):  # the tasks wrote every part, byte for byte

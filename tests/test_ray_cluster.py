@@ -30,6 +30,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import TINY_JOBS, tiny_config
 
 import drprobe
 from drprobe.experiment.config import parse_config
@@ -45,16 +46,7 @@ PORT = 6379  # free: the namespace has its own ports
 ADDRESS = f"127.0.0.1:{PORT}"
 BIN = Path(sys.executable).parent
 SRC = Path(drprobe.__file__).resolve().parents[1]
-CONFIG = {
-    "name": "ray-cluster",
-    "models": [{"spec": "builtin:mobilenet_v2", "weights": ["pretrained", "random"]}],
-    "layers": ["features.14"],
-    "datasets": [{"name": "digits", "n_train": 300, "n_test": 150, "image_size": 32}],
-    "fractions": [0.1, 0.5],
-    "seeds": [1, 2],
-    "resources": {"cpus": 1, "gpus": 0},
-}
-JOBS = ["mobilenet_v2-pretrained-digits-features.14", "mobilenet_v2-random-digits-features.14"]
+CONFIG = tiny_config("ray-cluster", resources={"cpus": 1, "gpus": 0})
 IPV4 = re.compile(r"(?<![\d.])(\d{1,3}(?:\.\d{1,3}){3})(?![\d.])")
 
 # Run inside the namespace by its first process: bring up loopback, say so, then wait.
@@ -173,7 +165,7 @@ def _same_parts(a: Path, b: Path) -> None:
     """Every results and summary part of run ``a`` is byte-identical to run ``b``'s."""
     for kind in ("results", "summary"):
         names = sorted(p.name for p in (a / kind).glob("*.parquet"))
-        assert names == [f"{job}.parquet" for job in JOBS]
+        assert names == [f"{job}.parquet" for job in TINY_JOBS]
         assert names == sorted(p.name for p in (b / kind).glob("*.parquet"))
         for name in names:
             assert (a / kind / name).read_bytes() == (b / kind / name).read_bytes(), (kind, name)
@@ -264,7 +256,7 @@ def test_token_cluster_two_nodes_and_a_killed_worker(local_run, namespace, tmp_p
     finally:
         done.set()
         watcher.join(timeout=10)
-    assert killed and killed[0] < len(JOBS), killed  # killed before every job was complete
+    assert killed and killed[0] < len(TINY_JOBS), killed  # killed before every job was complete
     assert got.returncode == 0, got.stderr[-3000:]
     _only_loopback(got.stdout + got.stderr)
     _same_parts(out, local)

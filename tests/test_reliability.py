@@ -47,20 +47,6 @@ def fresh(tmp_path_factory) -> tuple[np.ndarray, np.ndarray]:
     return np.array(entry.X), np.array(entry.y)
 
 
-@pytest.fixture
-def calls(monkeypatch) -> list[int]:
-    """Counts the extractions that get_features starts (one per cache miss)."""
-    seen: list[int] = []
-    real = features_mod.iter_layer_features
-
-    def counting(*args, **kwargs):
-        seen.append(1)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(features_mod, "iter_layer_features", counting)
-    return seen
-
-
 def entries(root: Path) -> list[Path]:
     """Entry folders (``<root>/<ab>/<key>``) that hold files."""
     return sorted(p for p in root.glob("??/*") if p.is_dir())
@@ -174,29 +160,29 @@ DAMAGE = {
 
 
 @pytest.mark.parametrize("damage", list(DAMAGE), ids=list(DAMAGE))
-def test_damaged_entry_is_detected_and_rebuilt_equal_to_fresh(tmp_path, fresh, calls, damage):
+def test_damaged_entry_is_detected_and_rebuilt_equal_to_fresh(tmp_path, fresh, extractions, damage):
     root = tmp_path / "cache"
     first = extract(root)
-    assert len(calls) == 1
+    assert len(extractions) == 1
     DAMAGE[damage](first.path)
     del first
     with pytest.warns(CacheWarning, match="corrupt cache entry"):
         rebuilt = extract(root)
-    assert len(calls) == 2  # detected on read, so extracted again
+    assert len(extractions) == 2  # detected on read, so extracted again
     X, y = fresh
     np.testing.assert_array_equal(rebuilt.X, X)
     np.testing.assert_array_equal(rebuilt.y, y)
     assert_intact(root, X, y)
     again = extract(root)  # and the rebuilt entry is served from then on
-    assert len(calls) == 2 and again.path == rebuilt.path
+    assert len(extractions) == 2 and again.path == rebuilt.path
 
 
-def test_intact_entry_is_not_rebuilt(tmp_path, fresh, calls):
+def test_intact_entry_is_not_rebuilt(tmp_path, fresh, extractions):
     root = tmp_path / "cache"
     a = extract(root)
     stamp = (a.path / "features.npy").stat().st_mtime_ns
     b = extract(root)
-    assert len(calls) == 1 and (b.path / "features.npy").stat().st_mtime_ns == stamp
+    assert len(extractions) == 1 and (b.path / "features.npy").stat().st_mtime_ns == stamp
     np.testing.assert_array_equal(b.X, fresh[0])
 
 

@@ -15,9 +15,9 @@ import pytest
 from PIL import Image
 from report_runs import shared_run
 
+from drprobe.analysis.summary import summarize
 from drprobe.cli import main
 from drprobe.experiment.store import JOB_KEYS, read_results, write_part
-from drprobe.experiment.summary import summarize
 from drprobe.report.curves import plot_study
 from drprobe.report.html import table_html
 from drprobe.report.tables import dr_table, model_table

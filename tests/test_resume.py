@@ -13,19 +13,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import tiny_config
 
 from drprobe.experiment.config import load_config
 from drprobe.experiment.runner import run_experiment
 from drprobe.report.publish import publish_run
 
-CONFIG = {
-    "name": "resume",
-    "models": [{"spec": "builtin:mobilenet_v2", "weights": ["pretrained", "random"]}],
-    "layers": ["features.14"],
-    "datasets": [{"name": "digits", "n_train": 300, "n_test": 150, "image_size": 32}],
-    "fractions": [0.1, 0.5],
-    "seeds": [1, 2],
-}
+CONFIG = tiny_config("resume")
 KILLS = 3
 STARTUP_SECONDS = 4.0  # a fresh `drprobe run` process importing torch, roughly
 

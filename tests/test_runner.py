@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import TINY_JOBS, tiny_config
 
 from drprobe.cli import main
 from drprobe.errors import InvalidValueError
@@ -17,15 +18,7 @@ from drprobe.experiment.store import PROBE_KEYS as KEY_COLUMNS
 from drprobe.experiment.store import TIMING_COLUMNS, read_results
 from drprobe.report.publish import publish_run
 
-TINY = {
-    "name": "tiny",
-    "models": [{"spec": "builtin:mobilenet_v2", "weights": ["pretrained", "random"]}],
-    "layers": ["features.14"],
-    "datasets": [{"name": "digits", "n_train": 400, "n_test": 200, "image_size": 32}],
-    "fractions": [0.1, 0.5],
-    "seeds": [1, 2],
-}
-JOBS = ["mobilenet_v2-pretrained-digits-features.14", "mobilenet_v2-random-digits-features.14"]
+TINY = tiny_config("tiny", n_train=400, n_test=200)
 TABLES = ("summary.csv", "summary.md", "efficiency.csv", "fairness.csv")
 
 
@@ -40,12 +33,12 @@ def tiny_run(tmp_path_factory, feature_cache):
 @pytest.mark.slow
 def test_parts_tables_and_run_files(tiny_run):
     out, output = tiny_run
-    assert output.ran == JOBS and output.skipped == []
+    assert output.ran == TINY_JOBS and output.skipped == []
     plan = json.loads((out / "plan.json").read_text())
-    assert [j["id"] for j in plan["jobs"]] == JOBS
+    assert [j["id"] for j in plan["jobs"]] == TINY_JOBS
     assert (out / "config.yaml").read_text().startswith("name: tiny")
     for kind in ("results", "summary", "timings"):
-        assert sorted(p.stem for p in (out / kind).glob("*.parquet")) == sorted(JOBS)
+        assert sorted(p.stem for p in (out / kind).glob("*.parquet")) == sorted(TINY_JOBS)
     for name in (*TABLES, "accuracy.png", "cka.png", "gini.png"):
         assert (out / name).stat().st_size > 0, name
 
@@ -76,7 +69,7 @@ def test_parts_tables_and_run_files(tiny_run):
 def test_second_run_skips_every_job_and_tables_are_identical(tiny_run, feature_cache,
                                                              monkeypatch):
     from drprobe import features
-    from drprobe.experiment import analysis
+    from drprobe.experiment import job_runner
 
     out, _ = tiny_run
     before = {name: (out / name).read_bytes() for name in TABLES}
@@ -85,17 +78,17 @@ def test_second_run_skips_every_job_and_tables_are_identical(tiny_run, feature_c
     def recompute(*args, **kwargs):
         raise AssertionError("a finished job was computed again")
 
-    monkeypatch.setattr(analysis, "analyze_layer", recompute)
+    monkeypatch.setattr(job_runner, "analyze_layer", recompute)
     monkeypatch.setattr(features, "iter_layer_features", recompute)
     # what a killed run leaves: temporary parts/tables and a half-written cache entry
-    stale = [out / "results" / f".{JOBS[0]}.parquet.tmp-999999", out / ".summary.csv.tmp-999999",
-             feature_cache / ".tmp-killed" / "features.npy"]
+    stale = [out / "results" / f".{TINY_JOBS[0]}.parquet.tmp-999999",
+             out / ".summary.csv.tmp-999999", feature_cache / ".tmp-killed" / "features.npy"]
     for path in stale:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"partial")
     again = run_experiment(parse_config(TINY), out, cache_dir=feature_cache, progress=False)
     publish_run(again.results, again.summary, out)
-    assert again.ran == [] and again.skipped == JOBS
+    assert again.ran == [] and again.skipped == TINY_JOBS
     assert not any(p.exists() for p in stale) and not (feature_cache / ".tmp-killed").exists()
     assert {name: (out / name).read_bytes() for name in TABLES} == before
     assert {p: p.read_bytes() for p in parts} == parts
@@ -188,7 +181,7 @@ def test_faithful_protocol_through_the_runner_equals_the_faithful_bank(tmp_path,
     same images (same subsample, split and seeds), and records protocol 'faithful'."""
     from drprobe.probes.faithful import FaithfulBank
     from drprobe.selectors import make_family
-    from drprobe.sources.datasets import load_dataset, subsample
+    from drprobe.sources.datasets import load_dataset, subsample, train_val_split
     from drprobe.sources.models import load_model
 
     config = parse_config(FAITHFUL)
@@ -200,10 +193,12 @@ def test_faithful_protocol_through_the_runner_equals_the_faithful_bank(tmp_path,
     train, test = (subsample(load_dataset("digits", split), n, 0)
                    for split, n in (("train", 400), ("test", 200)))
     family = make_family("random", np.zeros((1, 160)), [40, 160], seed=1, fractions=[0.25, 1.0])
-    bank = FaithfulBank(load_model("builtin:mobilenet_v2", "pretrained"), [family],
-                        "features.14", image_size=32, epochs=3, step_size=2, batch_size=64,
-                        lr=0.05, weight_decay=1e-4, progress=False)
-    want = bank.fit(train.images, train.labels).evaluate(test.images, test.labels)
+    tr, va = train_val_split(train.labels, 0.1, 0)  # the job's split (val_fraction, seed 0)
+    bank = FaithfulBank(load_model("builtin:mobilenet_v2", "pretrained"), "features.14",
+                        image_size=32, epochs=3, step_size=2, batch_size=64, lr=0.05,
+                        weight_decay=1e-4, progress=False)
+    want = bank.fit(train.images[tr], train.labels[tr], train.images[va], train.labels[va],
+                    [family]).evaluate(test.images, test.labels)
     np.testing.assert_allclose(got["test_acc"], [r.test_acc for r in want], atol=1e-12)
     assert got["test_acc"].iloc[-1] > 0.3  # 10 classes (chance 0.1), 3 epochs of augmented images
 

@@ -22,8 +22,10 @@ from drprobe.selectors import (
     RandomSubset,
     VarianceRanked,
     WeightNormRanked,
+    is_seeded,
     make_family,
     resolve_ks,
+    wide_selectors,
 )
 
 
@@ -248,6 +250,36 @@ def test_make_family_is_nested_and_matches_estimator(name):
         np.testing.assert_allclose(fam.transform(X, k), fam.transform(X)[:, :k], atol=1e-12)
     if name == "random":
         np.testing.assert_array_equal(fam.indices, np.random.default_rng(2).permutation(12)[:7])
+
+
+@pytest.mark.parametrize("name", ["random", "prefix", "variance"])
+def test_wide_neuron_order_from_column_blocks_is_the_fitted_order(name):
+    X, y = _data(n=50, d=23)
+    blocks = [X[:, lo:lo + 5] for lo in range(0, 23, 5)]  # the wide path's blocked train columns
+    order = SELECTORS[name].order_from_columns(23, iter(blocks), y, 4)
+    want = {"random": np.random.default_rng(4).permutation(23), "prefix": np.arange(23),
+            "variance": np.argsort(-np.var(X, axis=0), kind="stable")}[name]
+    np.testing.assert_array_equal(order, want)
+    np.testing.assert_array_equal(
+        SELECTORS[name](n_components=9, random_state=4).fit(X).indices_, want[:9])
+
+
+def test_declarations_of_the_built_in_selectors():
+    yields = {name: cls.yields for name, cls in SELECTORS.items()}
+    assert yields == {"random": "coordinate", "prefix": "coordinate", "pca_top": "pca",
+                      "pca_least": "pca", "randproj_uniform": "projection",
+                      "randproj_gauss": "projection", "variance": "coordinate",
+                      "weight_norm": "coordinate", "greedy": "coordinate"}
+    assert {n for n in SELECTORS if is_seeded(n)} == {"random", "randproj_uniform",
+                                                      "randproj_gauss"}
+    assert (PCATop.least, PCALeast.least) == (False, True)
+    assert {n: SELECTORS[n].draws for n in ("randproj_uniform", "randproj_gauss")} == {
+        "randproj_uniform": "randproj_uniform", "randproj_gauss": "randproj_gauss"}
+    assert wide_selectors() == ["random", "prefix", "pca_top", "pca_least", "randproj_uniform",
+                                "randproj_gauss", "variance"]
+    # the form of the map (indices or a basis) follows what a selector yields
+    assert {n for n, cls in SELECTORS.items() if cls.kind == "projection"} == {
+        "pca_top", "pca_least", "randproj_uniform", "randproj_gauss"}
 
 
 def test_make_family_errors():

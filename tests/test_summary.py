@@ -1,4 +1,4 @@
-"""The one DR-from-results function (experiment.summary.summarize) against the metric functions
+"""The one DR-from-results function (analysis.summary.summarize) against the metric functions
 called directly, and the small shared pieces: apply_basis, resolve_device, headline selector."""
 
 from __future__ import annotations
@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 import torch
 
+from drprobe.analysis.summary import summarize
 from drprobe.devices import resolve_device
 from drprobe.errors import InvalidValueError
-from drprobe.experiment.summary import summarize
 from drprobe.metrics.redundancy import bootstrap_dr, dr_summary
 from drprobe.probes.design import Basis
 from drprobe.selectors import SELECTORS, apply_basis, headline_selector, make_family
@@ -97,7 +97,8 @@ def test_one_map_for_numpy_torch_and_the_estimators(name):
 def test_resolve_device():
     assert resolve_device(None) == torch.device("cpu")
     assert resolve_device("cpu") == torch.device("cpu")
-    assert resolve_device("mps", mps=False) == torch.device("cpu")  # banks: CPU or CUDA only
+    with pytest.raises(InvalidValueError, match="'mps' serves feature extraction only"):
+        resolve_device("mps", mps=False)  # banks: CPU or CUDA only
     auto = resolve_device("auto", mps=False)
     assert auto.type == ("cuda" if torch.cuda.is_available() else "cpu")
     with pytest.raises(InvalidValueError, match="unknown device 'tpu'"):

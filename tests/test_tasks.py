@@ -5,15 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from drprobe.errors import InvalidValueError
-from drprobe.experiment.config import ConfigError, parse_config
-from drprobe.experiment.tasks import (
+from drprobe.analysis.tasks import (
     GROUPINGS,
     apply_task,
     check_grouping,
     group_labels,
     resolve_grouping,
 )
+from drprobe.errors import ConfigError, InvalidValueError
+from drprobe.experiment.config import parse_config
 
 
 def test_named_groupings_known_answers():

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from drprobe.analysis.variants import curves_table, split_label, task_table, variant_table
 from drprobe.errors import InvalidValueError
-from drprobe.experiment.variants import curves_table, split_label, task_table, variant_table
 from drprobe.metrics.redundancy import critical_mass, diffused_redundancy
 
 FRACTIONS = [0.1, 0.25, 0.5, 1.0]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import relu_task
 
 from drprobe.errors import InvalidValueError
 from drprobe.metrics import CrossProductStats, debiased_linear_cka
@@ -14,14 +15,6 @@ from drprobe.wide.layer import analyze_wide
 L2 = (1e-2, 1e-1)
 
 
-def _task(n: int, d: int, seed: int = 0):
-    rng = np.random.default_rng(seed)
-    latent = rng.normal(size=(n, 6))
-    y = np.argmax(latent[:, :3] + 0.7 * rng.normal(size=(n, 3)), axis=1)
-    X = np.maximum(latent @ rng.normal(size=(6, d)) + rng.normal(size=(n, d)) + 0.5, 0.0)
-    return X.astype(np.float32), y
-
-
 def _bank() -> ProbeBank:
     return ProbeBank(l2_grid=L2, max_steps=3000, tol=1e-7, dtype="float64", progress=False,
                      keep_predictions=True, n_threads=1)
@@ -30,7 +23,7 @@ def _bank() -> ProbeBank:
 @pytest.mark.parametrize("path", ["sample", pytest.param("streaming", marks=pytest.mark.slow)])
 def test_wide_layer_equals_feature_space(tmp_path, path):
     n_all, n_te, d = 140, 90, 220
-    X, y = _task(n_all + n_te, d)
+    X, y = relu_task(n_all + n_te, d)
     np.save(tmp_path / "tr.npy", X[:n_all])
     np.save(tmp_path / "te.npy", X[n_all:])
     Xtr_m, Xte_m = (np.load(tmp_path / f, mmap_mode="r") for f in ("tr.npy", "te.npy"))
@@ -77,17 +70,18 @@ def test_wide_layer_equals_feature_space(tmp_path, path):
 
 
 def test_wide_layer_refuses_selectors_without_a_sample_space_path():
-    X, y = _task(30, 50)
-    with pytest.raises(InvalidValueError, match="valid choices here: random, prefix"):
+    X, y = relu_task(30, 50)
+    with pytest.raises(InvalidValueError, match="'greedy' has no sample-space path: its exact "
+                       "scores need .*; valid choices here: random, prefix"):
         analyze_wide(X, y, X, y, np.arange(20), np.arange(20, 30), selectors=["greedy"],
                      ks=[5, 50], fractions=[0.1, 1.0], seeds=[1], bank=_bank(),
                      probes_path="sample", budget_bytes=2**30)
 
 
 def test_analyze_layer_routes_wide_layers_through_sample_space(tmp_path):
-    from drprobe.experiment.analysis import analyze_layer
+    from drprobe.analysis.layer import analyze_layer
 
-    X, y = _task(260, 700, seed=3)
+    X, y = relu_task(260, 700, seed=3)
     res = analyze_layer(X[:180], y[:180], X[180:], y[180:], selectors=["random", "pca_least"],
                         fractions=[0.01, 0.1, 0.5], seeds=[1, 2], bank=_bank(), n_boot=20,
                         progress=False, scratch_dir=str(tmp_path))
@@ -101,9 +95,9 @@ def test_analyze_layer_routes_wide_layers_through_sample_space(tmp_path):
 
 
 def test_analyze_layer_refuses_over_budget_before_any_work():
-    from drprobe.experiment.analysis import analyze_layer
+    from drprobe.analysis.layer import analyze_layer
 
-    X, y = _task(120, 300)
+    X, y = relu_task(120, 300)
     with pytest.raises(InvalidValueError, match="memory_budget_gb"):
         analyze_layer(X[:80], y[:80], X[80:], y[80:], memory_budget_gb=1e-6, progress=False)
 
@@ -130,7 +124,7 @@ def test_resnet50_middle_dry_run_lists_the_papers_17_layers_with_widths_and_path
 
 
 def test_projected_rows_in_scratch_files_equal_in_memory(tmp_path, monkeypatch):
-    X, y = _task(90, 60, seed=3)
+    X, y = relu_task(90, 60, seed=3)
     ks, fr = resolve_ks(60, [0.1, 0.5, 1.0])
     args = (X[:60], y[:60], X[60:], y[60:], np.arange(40), np.arange(40, 60))
     kw = {"selectors": ["randproj_gauss"], "ks": ks, "fractions": fr, "seeds": [4],

@@ -15,6 +15,7 @@ from drprobe.selectors import SubsetFamily, resolve_ks
 from drprobe.wide import ColumnReader, StreamingProbes, plan_memory
 from drprobe.wide.dual_probe import sample_space_probes
 from drprobe.wide.memory import GIB, bank_bytes, materialised_bytes, streaming_bank_limit
+from drprobe.wide.streaming import RowSubset
 
 L2 = (1e-2, 1e-1)
 
@@ -80,11 +81,14 @@ def test_streaming_probes_match_sklearn_and_the_bank(tmp_path, dtype, tol, rel, 
     tr, va, te = np.arange(n_tr), np.arange(n_tr, n_tr + n_va), np.arange(n_tr + n_va, len(y))
     order = np.random.default_rng(2).permutation(d)
     ks = [5, 17, 30]
+    fam = SubsetFamily("random", 2, ks, indices=order)
     sp = StreamingProbes(l2_grid=L2, tol=tol, max_passes=500, chunk_bytes=16_000, n_threads=1,
                          dtype=dtype)
-    sp.fit(Xm, y[tr], order, ks, rows=tr)  # chunks of a few rows: many chunks per pass
-    assert sp.converged_
-    logits = sp.decision_function(Xm, rows=te)
+    # the rows of one memmap, read in chunks of a few rows: many chunks per pass
+    sp.fit(RowSubset(Xm, tr), y[tr], RowSubset(Xm, va), y[va], [fam])
+    (fit,) = sp.fitted_
+    assert fit.converged
+    logits = sp.decision_function(RowSubset(Xm, te))
     X64 = X.astype(np.float64)
     for i, k in enumerate(ks):
         S = order[:k]
@@ -92,21 +96,62 @@ def test_streaming_probes_match_sklearn_and_the_bank(tmp_path, dtype, tol, rel, 
         for j, lam in enumerate(L2):
             Z = (X64[tr][:, S] - mu) / sd
             ref = _sklearn_probe(Z, y[tr], lam)
-            W = sp.coef_[i][j].numpy().astype(np.float64)
-            b = sp.intercept_[i, j].numpy().astype(np.float64)
+            W = fit.coef[i][j].numpy().astype(np.float64)
+            b = fit.intercept[i, j].numpy().astype(np.float64)
             assert sklearn_objective(ref, Z, y[tr], lam) == pytest.approx(
                 _objective(Z @ W + b, y[tr], W, lam), rel=rel)
             want = ref.decision_function((X64[te][:, S] - mu) / sd)
             got = logits[i, j] - logits[i, j].mean(axis=1, keepdims=True)  # softmax shift
             np.testing.assert_allclose(got, want - want.mean(axis=1, keepdims=True), atol=atol)
-    chosen, val_acc = sp.select(Xm, y[va], rows=va)
-    fam = SubsetFamily("random", 2, ks, indices=order)
+    # fit + evaluate (λ selected on validation inside fit) against the bank on the same family
+    got = sp.evaluate(Xm[n_tr + n_va:], y[te])
     bank = _bank().fit(X[tr], y[tr], X[va], y[va], [fam]).evaluate(X[te], y[te])
-    for i, b in enumerate(bank):
-        pred = sp.classes_[logits[i, chosen[i]].argmax(1)]
-        assert L2[chosen[i]] == b.l2
-        assert val_acc[i, chosen[i]] == pytest.approx(b.val_acc, abs=1e-12)
-        assert abs(float(np.mean(pred == y[te])) - b.test_acc) <= 0.003
+    assert [(g.selector, g.seed, g.k) for g in got] == [(b.selector, b.seed, b.k) for b in bank]
+    for i, (g, b) in enumerate(zip(got, bank)):
+        assert g.l2 == b.l2 == L2[fit.chosen[i]]
+        assert g.val_acc == pytest.approx(b.val_acc, abs=1e-12)
+        assert abs(g.test_acc - b.test_acc) <= 0.003
+        assert g.n_steps == fit.n_passes
+        z = logits[i, fit.chosen[i]]  # its test accuracy is the argmax of the chosen logits
+        assert g.test_acc == float(np.mean(sp.classes_[z.argmax(1)] == y[te]))
+        np.testing.assert_allclose(g.per_class_acc * np.bincount(y[te]) / len(te),
+                                   [np.mean((z.argmax(1) == y[te]) & (y[te] == c))
+                                    for c in range(3)], atol=1e-12)
+
+
+def test_streaming_probes_train_each_family_as_alone_and_refuse_projections(tmp_path):
+    X, y = _task(200, 24, seed=3)
+    tr, va, te = np.arange(120), np.arange(120, 160), np.arange(160, 200)
+    rng = np.random.default_rng(0)
+    fams = [SubsetFamily("random", s, [4, 24], indices=rng.permutation(24), fractions=[0.2, 1])
+            for s in (1, 2)]
+    kw = {"l2_grid": L2, "tol": 1e-6, "max_passes": 200, "n_threads": 1}
+    both = StreamingProbes(**kw).fit(X[tr], y[tr], X[va], y[va], fams).evaluate(X[te], y[te])
+    alone = StreamingProbes(**kw).fit(X[tr], y[tr], X[va], y[va], fams[1:]).evaluate(X[te],
+                                                                                     y[te])
+    assert [(r.seed, r.k, r.fraction) for r in both] == [(1, 4, 0.2), (1, 24, 1.0),
+                                                          (2, 4, 0.2), (2, 24, 1.0)]
+    for a, b in zip(both[2:], alone):
+        assert (a.l2, a.val_acc, a.test_acc, a.n_steps) == (b.l2, b.val_acc, b.test_acc,
+                                                            b.n_steps)
+    proj = SubsetFamily("pca_top", 0, [3], components=np.eye(24)[:, :3])
+    with pytest.raises(InvalidValueError, match="projection.*coordinate families"):
+        StreamingProbes(**kw).fit(X[tr], y[tr], X[va], y[va], [proj])
+    with pytest.raises(InvalidValueError, match="not fitted"):
+        StreamingProbes().evaluate(X[te], y[te])
+    with pytest.raises(InvalidValueError, match="absent from y_train"):
+        StreamingProbes(**kw).fit(X[tr], y[tr], X[va], y[va], fams[:1]).evaluate(
+            X[te], np.full(len(te), 7))
+
+
+def test_the_wide_paths_streaming_trainer_takes_the_banks_settings():
+    bank = ProbeBank(l2_grid=(0.5, 2.0), tol=1e-3, max_steps=77, dtype="float64", n_threads=1,
+                     keep_predictions=True, keep_proba=True)
+    sp = StreamingProbes.from_bank(bank, progress=True, chunk_bytes=1000)
+    assert sp.get_params() == {
+        "l2_grid": (0.5, 2.0), "tol": 1e-3, "max_passes": 77, "dtype": "float64",
+        "n_threads": 1, "keep_predictions": True, "keep_proba": True, "progress": True,
+        "chunk_bytes": 1000}
 
 
 def test_planner_picks_the_smaller_space_and_streams_when_neither_fits():
@@ -167,18 +212,3 @@ def test_planner_sample_space_size_grows_with_n_not_d():
                     budget_bytes=64 * GIB)
     assert a.path("cka") == b.path("cka") == "sample"
     assert a.stages[0].peak_bytes == b.stages[0].peak_bytes
-
-
-def test_dry_run_width_and_plan_line_from_the_architecture():
-    from drprobe.sources.models import load_model
-    from drprobe.wide.widths import layer_width, plan_line
-
-    bundle = load_model("builtin:mobilenet_v2", weights="random")
-    assert layer_width(bundle, "features.4", "flatten", 224) == 32 * 28 * 28
-    assert layer_width(bundle, "features.4", "avg", 224) == 32
-    line = plan_line(32 * 28 * 28, n_train=4500, n_val=500, n_test=1000, n_classes=10,
-                     selectors=["random", "pca_least"], fractions=None, n_l2=5)
-    assert line.startswith("d=25,088 · pca: sample space") and "probes: sample space" in line
-    refused = plan_line(25_088, n_train=4500, n_val=500, n_test=1000, n_classes=10,
-                        selectors=["random"], fractions=[0.5], n_l2=5, budget_bytes=2**20)
-    assert "refused" in refused and "memory_budget_gb" in refused

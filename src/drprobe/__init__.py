@@ -20,7 +20,7 @@ _EXPORTS = {
     "load_model": "drprobe.sources.models",
     "list_layers": "drprobe.sources.layers",
     "load_dataset": "drprobe.sources.datasets",
-    "analyze_layer": "drprobe.experiment.analysis",
+    "analyze_layer": "drprobe.analysis.layer",
     "ExperimentConfig": "drprobe.experiment.config",
     "load_config": "drprobe.experiment.config",
     "run_experiment": "drprobe.experiment.runner",

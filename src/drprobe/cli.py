@@ -4,16 +4,20 @@ datasets | report | results``. Every refusal is one line on stderr and exit stat
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
 
-from drprobe.errors import DrprobeError, InvalidValueError, sigterm_as_interrupt
+from drprobe.errors import DrprobeError, InvalidValueError
 from drprobe.experiment.demo import DEMO_FRACTIONS
-from drprobe.experiment.grid import DEFAULT_SEEDS
 from drprobe.pipeline import study as _study
 from drprobe.pretrain.command import pretrain as _pretrain
+from drprobe.selectors.family import DEFAULT_SEEDS
 
 
 def _listed(values: tuple) -> str:
@@ -155,7 +159,7 @@ def run(config, out, executor, address, dry_run, cache_dir, progress) -> None:
       drprobe run configs/offline-study.yaml --executor ray --address 10.0.0.1:6379
     """
     from drprobe.experiment.config import load_config
-    from drprobe.experiment.cost import format_plan
+    from drprobe.experiment.dryrun import format_plan
     from drprobe.experiment.plan import plan_jobs
     from drprobe.experiment.preflight import check_run_folder
     from drprobe.experiment.runner import run_experiment
@@ -373,6 +377,25 @@ def results(run, sql, csv_path) -> None:
         click.echo(f"wrote {len(table)} rows to {csv_path}", err=True)
     else:
         click.echo(table.to_string(index=False))
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Within the block, SIGTERM (``kill``, a scheduler's cancel) raises KeyboardInterrupt like
+    Ctrl-C, so the work unwinds: scratch files are removed and nothing is half-written. Only
+    the main thread can set signal handlers; elsewhere the block runs unchanged."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def main(argv: list[str] | None = None) -> int:

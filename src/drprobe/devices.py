@@ -1,18 +1,48 @@
-"""Device resolution: the one place where a device name becomes a :class:`torch.device`.
+"""Device names: the one place where one is checked and where it becomes a :class:`torch.device`.
 
-Used by feature extraction (``auto`` may pick MPS), the probe banks and the faithful protocol
-(CPU or CUDA only: ``mps=False``), and the augmentations.
+Two uses, one wording: feature extraction runs on any of :data:`EXTRACTION_DEVICES` (``auto``
+may pick MPS); probes -- the probe bank, the faithful heads, pretraining -- run on
+:data:`PROBE_DEVICES` (CPU or CUDA): there ``mps`` is refused by :func:`check_device` with the
+same one line everywhere (``auto`` still picks MPS for extraction and CUDA or the CPU for probes).
 """
 
 from __future__ import annotations
+
+import re
 
 import torch
 
 from drprobe.errors import InvalidValueError
 
-__all__ = ["DEVICE_FORMS", "resolve_device"]
+__all__ = ["EXTRACTION_DEVICES", "PROBE_DEVICES", "check_device", "resolve_device"]
 
-DEVICE_FORMS = ("auto", "cpu", "cuda", "cuda:N", "mps")
+#: The device names feature extraction accepts, and those probes accept (no MPS).
+EXTRACTION_DEVICES = ("auto", "cpu", "cuda", "cuda:N", "mps")
+PROBE_DEVICES = ("auto", "cpu", "cuda", "cuda:N")
+_FORM = re.compile(r"cpu|auto|mps|cuda(:\d+)?")
+
+
+def _choices(mps: bool) -> str:
+    return ", ".join(EXTRACTION_DEVICES if mps else PROBE_DEVICES).replace(
+        "auto", "auto (CUDA if present)", 1)
+
+
+def check_device(device: object, *, mps: bool = True) -> str:
+    """``device`` as a name if it is one of :data:`EXTRACTION_DEVICES` (``mps``) or
+    :data:`PROBE_DEVICES` (``mps=False``: code that runs on CPU or CUDA only); only the form is
+    checked (availability is :func:`resolve_device`'s). A :class:`torch.device` counts as its name.
+
+    Raises:
+        InvalidValueError: one line naming the device and the valid choices.
+    """
+    name = str(device) if isinstance(device, torch.device) else device
+    if not isinstance(name, str) or not _FORM.fullmatch(name):
+        raise InvalidValueError(f"unknown device {device!r}; valid choices: {_choices(mps)}")
+    if name == "mps" and not mps:
+        raise InvalidValueError(
+            f"device 'mps' serves feature extraction only; probes train on CPU or CUDA "
+            f"(auto picks MPS for extraction); valid choices: {_choices(False)}")
+    return name
 
 
 def _mps_available() -> bool:
@@ -22,30 +52,24 @@ def _mps_available() -> bool:
 def resolve_device(
     device: str | torch.device | None, default: torch.device | None = None, *, mps: bool = True
 ) -> torch.device:
-    """The :class:`torch.device` for a device name.
+    """The :class:`torch.device` for a device name (checked by :func:`check_device`).
 
     ``None`` -> ``default`` (e.g. where a model already is) or the CPU; ``"auto"`` -> CUDA when
     present, else MPS (when ``mps``), else the CPU; ``"cuda"`` -> the current CUDA device, with
-    its index. With ``mps=False`` (code that runs on CPU or CUDA only) ``"mps"`` means the CPU.
+    its index. ``mps=False`` (code that runs on CPU or CUDA only) refuses ``"mps"``.
     Unknown or unavailable devices are refused with a one-line InvalidValueError.
     """
     if device is None:
         return torch.device(default) if default is not None else torch.device("cpu")
-    if not mps and str(device) == "mps":
-        return torch.device("cpu")
-    if device == "auto":
+    name = check_device(device, mps=mps)
+    if name == "auto":
         if torch.cuda.is_available():
-            device = "cuda"
+            name = "cuda"
         elif mps and _mps_available():
-            device = "mps"
+            name = "mps"
         else:
-            device = "cpu"
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise InvalidValueError(
-            f"unknown device {device!r}; valid choices: {', '.join(DEVICE_FORMS)}"
-        ) from None
+            name = "cpu"
+    dev = torch.device(name)
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise InvalidValueError(f"device {device!r} is not available here (no CUDA); "
@@ -57,8 +81,4 @@ def resolve_device(
         return torch.device("cuda", index)
     if dev.type == "mps" and not _mps_available():
         raise InvalidValueError(f"device {device!r} is not available here; valid: auto, cpu")
-    if dev.type not in ("cpu", "mps"):
-        raise InvalidValueError(
-            f"unsupported device {device!r}; valid choices: {', '.join(DEVICE_FORMS)}"
-        )
     return dev

@@ -1,4 +1,4 @@
-"""One exception family for everything drprobe refuses to do, and how a command is stopped.
+"""One exception family for everything drprobe refuses to do.
 
 Every message is a single line that names the bad value and, where there is a closed set,
 the valid choices. The CLI prints ``str(err)`` and exits with status 2.
@@ -6,10 +6,7 @@ the valid choices. The CLI prints ``str(err)`` and exits with status 2.
 
 from __future__ import annotations
 
-import signal
-import threading
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 
 
 class DrprobeError(Exception):
@@ -32,6 +29,14 @@ class CacheError(DrprobeError):
     """A feature-cache entry cannot be written or read back intact."""
 
 
+class ConfigError(InvalidValueError):
+    """A config file that cannot be read or is invalid (one line: file, field, problem)."""
+
+
+class StoreError(DrprobeError):
+    """A file of a run could not be written (disk full, no permission, ...)."""
+
+
 def unknown(kind: str, name: object, choices: Iterable[str]) -> UnknownNameError:
     """Build the standard "unknown <kind>" error listing the valid choices.
 
@@ -40,22 +45,3 @@ def unknown(kind: str, name: object, choices: Iterable[str]) -> UnknownNameError
     """
     listed = ", ".join(sorted(choices))
     return UnknownNameError(f"unknown {kind} {name!r}; valid choices: {listed}")
-
-
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
-@contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """Within the block, SIGTERM (``kill``, a scheduler's cancel) raises KeyboardInterrupt like
-    Ctrl-C, so the work unwinds: scratch files are removed and nothing is half-written. Only
-    the main thread can set signal handlers; elsewhere the block runs unchanged."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGTERM, _interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)

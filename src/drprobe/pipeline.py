@@ -61,7 +61,7 @@ def run_study(
     """
     from drprobe.experiment.config import load_config
     from drprobe.experiment.runner import run_experiment
-    from drprobe.experiment.store import atomic_write_text
+    from drprobe.files import atomic_write_text
     from drprobe.pretrain import run as pretrain
     from drprobe.report.build import build_report
     from drprobe.report.publish import publish_run

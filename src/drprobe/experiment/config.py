@@ -16,9 +16,8 @@ from __future__ import annotations
 
 import json
 import os
-import re
-from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from collections.abc import Callable
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -26,30 +25,27 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    ValidationError,
     field_validator,
     model_validator,
 )
 
-from drprobe.errors import InvalidValueError
-from drprobe.experiment.config_errors import describe_error
-from drprobe.experiment.grid import DEFAULT_SEEDS
+from drprobe.analysis.tasks import resolve_grouping
+from drprobe.devices import check_device
+from drprobe.errors import ConfigError, DrprobeError
 from drprobe.features import PRECOMPUTED
+from drprobe.files import read_yaml
 from drprobe.metrics.redundancy import DEFAULT_DELTAS
 from drprobe.probes import faithful_settings as fs
-from drprobe.probes.bank import DEFAULT_L2_GRID
+from drprobe.probes.bank import DEFAULT_L2_GRID, DEFAULT_TOL
+from drprobe.selectors import DEFAULT_SEEDS
+from drprobe.selectors.family import check_fraction
+from drprobe.validation import validate
+from drprobe.wide.memory import budget_bytes
 
-__all__ = ["ConfigError", "DatasetConfig", "ExperimentConfig", "ModelConfig", "ProbeConfig",
-           "Resources", "load_config", "parse_config", "read_yaml", "validate"]
+__all__ = ["DatasetConfig", "ExperimentConfig", "ModelConfig", "ProbeConfig", "Resources",
+           "load_config", "parse_config"]
 
 PositiveInt = Annotated[int, Field(gt=0, strict=True)]
-
-
-Model = TypeVar("Model", bound=BaseModel)
-
-
-class ConfigError(InvalidValueError):
-    """An experiment config that cannot be read or is invalid (one line: file, field, problem)."""
 
 
 class _Strict(BaseModel):
@@ -69,20 +65,23 @@ def _in_unit(value: float, closed: bool) -> float:
     return value
 
 
-#: A fraction in (0, 1] (fractions of neurons, deltas) and one in (0, 1) (validation share).
+def _by(check: Callable[[Any], Any]) -> AfterValidator:
+    """A field validator running ``check``, the setting's own check shared with the code that
+    uses it (same one-line message, located by the config's field path); keeps the value."""
+    def run(value: Any) -> Any:
+        try:
+            check(value)
+        except DrprobeError as err:
+            raise ValueError(str(err)) from None
+        return value
+    return AfterValidator(run)
+
+
+#: A fraction in (0, 1] (deltas) and one in (0, 1) (validation share).
 UnitFraction = Annotated[float, AfterValidator(lambda v: _in_unit(v, True))]
 OpenFraction = Annotated[float, AfterValidator(lambda v: _in_unit(v, False))]
-
-
-def _grouping(labels: str | dict[int, int]) -> str | dict[int, int]:
-    from drprobe.errors import DrprobeError
-    from drprobe.experiment.tasks import resolve_grouping
-
-    try:
-        resolve_grouping(labels)
-    except DrprobeError as err:
-        raise ValueError(str(err)) from None
-    return labels
+#: A fraction of a layer's neurons, checked by the selectors' own check.
+NeuronFraction = Annotated[float, _by(check_fraction)]
 
 
 class ModelConfig(_Strict):
@@ -143,7 +142,7 @@ class DatasetConfig(_Strict):
     ``label``: its name in results and job ids (default: the spec, plus ``+GROUPING`` /
     ``+BASELINE`` when those are set). ``labels``: regroup the classes, by name (``parity``, ``ge5``,
     ``pairs``, ``fashion3``) or as ``{class: group}``; ``baseline``: a null baseline (``gaussian``
-    features or ``shuffled_labels``); see :mod:`drprobe.experiment.tasks`.
+    features or ``shuffled_labels``); see :mod:`drprobe.analysis.tasks`.
     """
 
     name: str
@@ -152,13 +151,12 @@ class DatasetConfig(_Strict):
     image_size: PositiveInt | None = None
     data_root: str | None = None
     label: str | None = Field(None, min_length=1)
-    labels: Annotated[str | dict[int, int], AfterValidator(_grouping)] | None = None
+    labels: Annotated[str | dict[int, int], _by(resolve_grouping)] | None = None
     baseline: Literal["gaussian", "shuffled_labels"] | None = None
 
     @field_validator("name")
     @classmethod
     def _known_dataset(cls, name: str) -> str:
-        from drprobe.errors import DrprobeError
         from drprobe.sources import datasets
 
         try:
@@ -183,9 +181,10 @@ class DatasetConfig(_Strict):
 
 
 class ProbeConfig(_Strict):
-    """Probe-bank settings (:class:`drprobe.probes.ProbeBank`) and the validation split."""
+    """Probe-bank settings (:class:`drprobe.probes.ProbeBank`) and the validation split;
+    ``tol`` defaults to the bank's own :data:`~drprobe.probes.bank.DEFAULT_TOL`."""
 
-    tol: float = Field(1e-3, gt=0)
+    tol: float = Field(DEFAULT_TOL, gt=0)
     max_steps: PositiveInt = 300
     l2_grid: list[Annotated[float, Field(gt=0)]] = Field(
         default_factory=lambda: list(DEFAULT_L2_GRID), min_length=1)
@@ -219,10 +218,11 @@ class ExperimentConfig(_Strict):
     """A whole experiment. See ``configs/`` for examples and the module docstring for rules.
 
     ``device``: where features are extracted and probes trained (``cpu``; ``auto`` picks CUDA
-    when a job's machine has it). ``resources``: what one job asks of a Ray cluster.
-    ``memory_budget_gb``: the memory plan's budget per job (default a third of the machine's
-    memory; :func:`drprobe.wide.plan_memory`); it picks exact paths, so it is not part of the
-    fingerprint.
+    when a job's machine has it, else MPS for extraction; :func:`drprobe.devices.check_device`).
+    ``resources``: what one job asks of a Ray cluster.
+    ``memory_budget_gb``: the memory plan's budget per job in GiB (default a third of the
+    machine's memory; :func:`drprobe.wide.memory.budget_bytes`); it picks exact paths, so it
+    is not part of the fingerprint.
     """
 
     name: Annotated[str, Field(min_length=1)]
@@ -233,7 +233,7 @@ class ExperimentConfig(_Strict):
     pooling: str = "avg"
     datasets: list[DatasetConfig] = Field(min_length=1)
     selectors: list[str] = Field(default_factory=lambda: ["random"], min_length=1)
-    fractions: list[UnitFraction] | None = Field(None, min_length=1)
+    fractions: list[NeuronFraction] | None = Field(None, min_length=1)
     counts: list[PositiveInt] | None = Field(None, min_length=1)
     seeds: list[Annotated[int, Field(strict=True)]] = Field(
         default_factory=lambda: list(DEFAULT_SEEDS), min_length=1)
@@ -242,17 +242,9 @@ class ExperimentConfig(_Strict):
         default_factory=lambda: list(DEFAULT_DELTAS), min_length=1)
     probe: ProbeConfig = Field(default_factory=ProbeConfig)
     faithful: FaithfulConfig = Field(default_factory=FaithfulConfig)
-    device: str = "cpu"
+    device: Annotated[str, _by(lambda d: check_device(d, mps=False))] = "cpu"
     resources: Resources = Field(default_factory=Resources)
-    memory_budget_gb: float | None = Field(None, gt=0)
-
-    @field_validator("device")
-    @classmethod
-    def _device_form(cls, device: str) -> str:
-        if not re.fullmatch(r"cpu|auto|mps|cuda(:\d+)?", device):
-            raise ValueError(f"unknown device {device!r}; valid choices: cpu, auto (CUDA if "
-                             "present), cuda, cuda:N, mps")
-        return device
+    memory_budget_gb: Annotated[float, _by(budget_bytes)] | None = None
 
     @field_validator("pooling")
     @classmethod
@@ -338,19 +330,6 @@ def parse_config(data: Any, source: str = "config") -> ExperimentConfig:
     return validate(ExperimentConfig, data, source)
 
 
-def validate(root: type[Model], data: dict, source: str) -> Model:
-    """``root.model_validate(data)``, the first problem as one line ``SOURCE: FIELD: problem``.
-
-    Raises:
-        ConfigError: the first validation error, located and worded by :func:`describe_error`.
-    """
-    try:
-        return root.model_validate(data)
-    except ValidationError as err:
-        first = err.errors(include_url=False)[0]
-        raise ConfigError(f"{source}: {describe_error(root, first)}") from None
-
-
 def load_config(path: str | os.PathLike) -> ExperimentConfig:
     """Read and validate a YAML experiment config (see :func:`parse_config`).
 
@@ -358,26 +337,3 @@ def load_config(path: str | os.PathLike) -> ExperimentConfig:
         ConfigError: missing file, malformed YAML (file, line and column) or an invalid field.
     """
     return parse_config(read_yaml(path), str(path))
-
-
-def read_yaml(path: str | os.PathLike) -> Any:
-    """The data of a YAML file.
-
-    Raises:
-        ConfigError: missing or unreadable file, malformed YAML (file, line and column).
-    """
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such config file") from None
-    except (IsADirectoryError, UnicodeDecodeError, PermissionError) as err:
-        raise ConfigError(f"{path}: cannot read the config ({type(err).__name__})") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise ConfigError(f"{path}: {where}malformed YAML: {problem}") from None
-    return data

@@ -7,7 +7,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from drprobe.experiment.grid import DEFAULT_SEEDS
+from drprobe.probes.bank import DEFAULT_TOL
+from drprobe.selectors.family import DEFAULT_SEEDS
 
 if TYPE_CHECKING:
     from drprobe.experiment.config import ExperimentConfig
@@ -30,14 +31,14 @@ def demo_config(
     twin: bool = True,
     checkpoint: str | None = None,
     data_root: str | None = None,
-    probe_tol: float = 1e-3,
+    probe_tol: float = DEFAULT_TOL,
 ) -> ExperimentConfig:
     """The demo's experiment: defaults equal ``configs/quickstart.yaml``.
 
     ``twin`` adds the seeded random-init copy (``weights: [pretrained, random]``);
     ``checkpoint`` replaces the pretrained weights. ``probe_tol``: the probes' stopping
-    tolerance on max |gradient| (1e-3 costs a third of scikit-learn's 1e-4 for accuracies within
-    0.3 point on the demo, ``docs/performance.md``).
+    tolerance on max |gradient| (default the bank's :data:`~drprobe.probes.bank.DEFAULT_TOL`,
+    1e-3, what ``configs/quickstart.yaml`` sets).
 
     Raises:
         ConfigError: an invalid option, named as its config field.

@@ -11,18 +11,23 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
+from drprobe.analysis import FaithfulProtocol, analyze_layer, apply_task
 from drprobe.devices import resolve_device
 from drprobe.errors import InvalidValueError
 from drprobe.experiment.bundles import BundleLoader, load_bundle
-from drprobe.experiment.config import ExperimentConfig
+from drprobe.experiment.config import DatasetConfig, ExperimentConfig
 from drprobe.experiment.plan import Job
-from drprobe.experiment.protocol import FaithfulProtocol, faithful_bank
 from drprobe.experiment.store import PROBE_KEYS, TIMING_COLUMNS, part_path, write_part
-from drprobe.experiment.tasks import apply_task
-from drprobe.features import PRECOMPUTED
+from drprobe.features import PRECOMPUTED, extract_layers, get_features
+from drprobe.probes import ProbeBank
+from drprobe.probes.faithful import FaithfulBank
+from drprobe.probes.faithful_settings import paper_weight_decay
+from drprobe.sources.datasets import load_dataset, subsample
+from drprobe.sources.layers import resolve_layer
 
 __all__ = ["SAMPLE_SEED", "check_counts", "read_job_parts", "run_job"]
 
@@ -52,12 +57,6 @@ def run_job(
 
     Returns True if the job ran, False if it was already complete.
     """
-    from drprobe.experiment.analysis import analyze_layer
-    from drprobe.features import extract_layers, get_features
-    from drprobe.probes import ProbeBank
-    from drprobe.sources.datasets import load_dataset, subsample
-    from drprobe.sources.layers import resolve_layer
-
     if part_path(out, "results", job.id).exists():
         return False
     model, data = config.models[job.model], config.datasets[job.dataset]
@@ -116,6 +115,21 @@ def run_job(
     write_part(res.summary, Path(out) / "summary", job.id)
     write_part(results, Path(out) / "results", job.id)  # last: its presence = job complete
     return True
+
+
+def faithful_bank(config: ExperimentConfig, dataset: DatasetConfig, model: Any, layer: str,
+                  device: str, progress: bool = False) -> FaithfulBank:
+    """The :class:`FaithfulBank` of a job: the config's ``faithful`` settings, the weight decay
+    of ``dataset`` as the paper sets it unless the config gives one; its families, images and
+    train/validation split come from :func:`analyze_layer` (through :class:`FaithfulProtocol`)."""
+    f = config.faithful
+    weight_decay = f.weight_decay if f.weight_decay is not None else \
+        paper_weight_decay(dataset.name)
+    return FaithfulBank(
+        model, layer, pooling=config.pooling, image_size=dataset.image_size,
+        epochs=f.epochs, step_size=f.step_size, gamma=f.gamma, batch_size=f.batch_size, lr=f.lr,
+        momentum=f.momentum, weight_decay=weight_decay, device=device, random_state=0,
+        progress=progress)
 
 
 def read_job_parts(out: str | os.PathLike, job: Job) -> tuple[pd.DataFrame, pd.DataFrame]:

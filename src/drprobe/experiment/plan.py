@@ -11,7 +11,8 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from drprobe.experiment.config import ConfigError, ExperimentConfig, ModelConfig
+from drprobe.errors import ConfigError
+from drprobe.experiment.config import ExperimentConfig, ModelConfig
 
 __all__ = ["Job", "model_slug", "plan_jobs"]
 

@@ -61,7 +61,7 @@ def validate_jobs(config: ExperimentConfig, jobs: list[Job], bundles: Bundles) -
     Networks are checked in reverse job order and each model's layers on its first variant,
     so the store ends up holding the first job's network with its layers already listed.
     """
-    from drprobe.experiment.analysis import check_layer_inputs
+    from drprobe.analysis.layer import check_layer_inputs
     from drprobe.features import get_features
     from drprobe.sources.datasets import load_dataset
     from drprobe.sources.layers import resolve_layer

@@ -23,7 +23,8 @@ from pathlib import Path
 import pandas as pd
 
 from drprobe.errors import InvalidValueError, MissingDataError
-from drprobe.experiment.store import CURVE_KEYS, PROBE_KEYS, TIMING_COLUMNS, atomic_path
+from drprobe.experiment.store import CURVE_KEYS, PROBE_KEYS, TIMING_COLUMNS
+from drprobe.files import atomic_path
 
 CSV_TABLES = ("summary", "efficiency", "fairness")
 

@@ -33,8 +33,9 @@ from drprobe.experiment.local_executor import run_local
 from drprobe.experiment.locks import cache_session, locked
 from drprobe.experiment.plan import Job, plan_jobs
 from drprobe.experiment.preflight import check_run_folder, validate_jobs
-from drprobe.experiment.store import PART_KINDS, atomic_write_text, part_path, remove_temp_files
+from drprobe.experiment.store import PART_KINDS, part_path, remove_temp_files
 from drprobe.features import PRECOMPUTED
+from drprobe.files import atomic_write_text
 
 __all__ = ["EXECUTORS", "RunOutput", "run_experiment"]
 

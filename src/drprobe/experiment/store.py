@@ -10,16 +10,15 @@ with DuckDB: ``SELECT selector, avg(test_acc) FROM 'RUN/results/*.parquet' GROUP
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from drprobe.errors import DrprobeError
+from drprobe.files import atomic_path
 
 #: Temporary files of this module are named ``.<name>.tmp-<pid>``.
 TEMP_PATTERN = re.compile(r"^\..+\.tmp-\d+$")
@@ -31,39 +30,6 @@ CURVE_KEYS = [*JOB_KEYS, "selector"]
 PROBE_KEYS = [*CURVE_KEYS, "seed", "k"]
 #: Wall-clock columns: kept out of the results parts so those are identical between runs.
 TIMING_COLUMNS = ["fit_seconds", "select_seconds"]
-
-
-class StoreError(DrprobeError):
-    """A run-folder file could not be written (disk full, no permission, ...)."""
-
-
-def _cannot_write(path: Path, err: OSError) -> StoreError:
-    return StoreError(f"cannot write {str(path)!r}: {err.strerror or err}")
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path`` to write; rename it into place when the block ends.
-
-    Raises:
-        StoreError: an ``OSError`` in the block or the rename (one line); no temporary or
-            partial file is left either way.
-    """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    except OSError as err:
-        raise _cannot_write(path, err) from err
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename (see :func:`atomic_path`)."""
-    with atomic_path(path) as tmp:
-        tmp.write_text(text)
 
 
 def write_part(df: pd.DataFrame, directory: str | os.PathLike, name: str) -> Path:

@@ -29,23 +29,18 @@ from pydantic import (
     model_validator,
 )
 
-from drprobe.experiment.config import ConfigError, read_yaml, validate
+from drprobe.devices import check_device
+from drprobe.errors import ConfigError, DrprobeError
+from drprobe.files import read_yaml
 from drprobe.sources import smallnets
+from drprobe.validation import validate
 
 __all__ = ["Adversarial", "Arch", "Data", "DeCov", "Matryoshka", "Optimizer", "PretrainConfig",
-           "Recipe", "Variant", "check_device", "load_pretrain_config", "parse_pretrain_config"]
+           "Recipe", "Variant", "load_pretrain_config", "parse_pretrain_config"]
 
 PositiveInt = Annotated[int, Field(gt=0, strict=True)]
 PositiveFloat = Annotated[float, Field(gt=0)]
 VARIANT_NAME = r"[A-Za-z0-9][A-Za-z0-9_.+-]*"
-
-
-def check_device(device: str, error: type[Exception] = ConfigError) -> str:
-    """``device`` if it is ``auto``, ``cpu``, ``cuda`` or ``cuda:N``; else ``error``."""
-    if not isinstance(device, str) or not re.fullmatch(r"cpu|auto|cuda(:\d+)?", device):
-        raise error(f"unknown device {device!r}; valid choices: auto (CUDA if present), cpu, "
-                    "cuda, cuda:N")
-    return device
 
 
 class _Strict(BaseModel):
@@ -250,7 +245,10 @@ class PretrainConfig(_Strict):
     @field_validator("device")
     @classmethod
     def _device_form(cls, device: str) -> str:
-        return check_device(device, ValueError)
+        try:
+            return check_device(device, mps=False)
+        except DrprobeError as err:
+            raise ValueError(str(err)) from None
 
     @field_validator("seeds")
     @classmethod

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from drprobe.devices import resolve_device
 from drprobe.errors import InvalidValueError, unknown
-from drprobe.experiment.store import atomic_write_text
+from drprobe.files import atomic_write_text
 from drprobe.pretrain.config import (
     Data,
     PretrainConfig,

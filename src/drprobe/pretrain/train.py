@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from drprobe import __version__
 from drprobe.errors import InvalidValueError
-from drprobe.experiment.store import atomic_path, atomic_write_text
+from drprobe.files import atomic_path, atomic_write_text
 from drprobe.pretrain.config import Recipe
 from drprobe.pretrain.data import SourceData, pixels
 from drprobe.pretrain.objectives import pgd, training_loss

@@ -21,13 +21,17 @@ from tqdm.auto import tqdm
 
 from drprobe.devices import resolve_device
 from drprobe.errors import InvalidValueError
-from drprobe.metrics.fairness import per_class_accuracy
 from drprobe.probes import design, inputs
+from drprobe.probes.contract import ProbeTrainer
 from drprobe.probes.dedupe import plan_probes
+from drprobe.probes.results import ProbeResult, class_probabilities, probe_result
 from drprobe.probes.solver import HISTORY, GroupProblem, preconditioner_factors, solve_group
 from drprobe.selectors import SubsetFamily
 
 DEFAULT_L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
+#: Stopping tolerance on max |gradient| of every entry (configs, demo, API): 1e-3 costs a third
+#: of scikit-learn's 1e-4 for accuracies within 0.3 point (docs/performance.md).
+DEFAULT_TOL = 1e-3
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 DEFAULT_MAX_MEMORY_GB = 2.0  # the working set of one group of families
 
@@ -57,24 +61,6 @@ def torch_threads(n: int | None) -> Iterator[None]:
 
 
 @dataclass
-class ProbeResult:
-    """Test-set outcome of one probe (one family, one size k, its chosen L2 strength)."""
-
-    selector: str
-    seed: int
-    k: int
-    fraction: float | None
-    l2: float  # chosen on validation
-    val_acc: float
-    test_acc: float
-    per_class_acc: np.ndarray  # (C,) test accuracy per class (NaN for classes absent from test)
-    n_steps: int  # optimisation steps actually run for the chosen probe
-    fit_seconds: float  # wall time attributed to this probe (its share of the batched work)
-    test_pred: np.ndarray | None = None  # (n_test,) predicted labels, when keep_predictions
-    test_proba: np.ndarray | None = None  # (n_test, C), when keep_proba
-
-
-@dataclass
 class _Fitted:
     coef: torch.Tensor  # (k + 1, C) on CPU, row 0 the bias, in standardised coordinates
     l2: float
@@ -84,7 +70,7 @@ class _Fitted:
     seconds: float
 
 
-class ProbeBank:
+class ProbeBank(ProbeTrainer):
     """Multinomial logistic-regression probes for every (family, k), trained in batches.
 
     Objective per probe: mean cross-entropy + (lam / 2) * ||W||_F^2 with the bias unpenalised,
@@ -120,13 +106,22 @@ class ProbeBank:
     None leaves torch's setting). On a machine shared with other busy processes, 1 thread avoids
     threads waiting on each other at every small operation and can be many times faster.
 
+    A :class:`~drprobe.probes.contract.ProbeTrainer` on features (protocol ``cached``), and
+    the one the wide path takes (``wide_capable``): its sample-space probes are this bank on
+    Gram coordinates, its streaming probes :class:`~drprobe.wide.streaming.StreamingProbes`
+    built from this bank's settings.
+
     Learned attributes: ``classes_``, ``n_features_in_``, ``families_``, ``plan_``,
     ``l2_grid_`` (ascending), ``fitted_``, ``stats_``.
     """
 
+    space = "features"
+    protocol = "cached"
+    wide_capable = True
+
     def __init__(
         self, l2_grid: Sequence[float] = DEFAULT_L2_GRID, max_steps: int = 300,
-        tol: float = 1e-4, patience: int | None = None, standardize: bool = True,
+        tol: float = DEFAULT_TOL, patience: int | None = None, standardize: bool = True,
         refit: bool = False, device: str = "cpu", dtype: str = "float32",
         random_state: int | None = 0, max_memory_gb: float = DEFAULT_MAX_MEMORY_GB,
         keep_predictions: bool = False, keep_proba: bool = False, progress: bool = True,
@@ -147,6 +142,13 @@ class ProbeBank:
         self.progress = progress
         self.dedupe = dedupe
         self.n_threads = n_threads
+
+    def n_penalties(self) -> int:
+        """The size of ``l2_grid``: every head is trained for each value."""
+        return len(np.atleast_1d(self.l2_grid))
+
+    def compute_device(self) -> str:
+        return str(self.device)
 
     # ------------------------------------------------------------------ configuration checks
     def _config(self) -> tuple[torch.device, torch.dtype, list[float]]:
@@ -345,7 +347,7 @@ class ProbeBank:
             uids.append(self.plan_.alias[(self.plan_.canon[family_index], int(k))])
         X = inputs.check_features(X, "X", self.n_features_in_)
         logits = self._logits(X, uids)
-        return [torch.softmax(logits[u], dim=1).cpu().numpy() for u in uids]
+        return [class_probabilities(logits[u]) for u in uids]
 
     def evaluate(self, X_test: np.ndarray, y_test: np.ndarray) -> list[ProbeResult]:
         """Test every requested (family, k) probe; one ProbeResult per (family, k) in order."""
@@ -356,19 +358,9 @@ class ProbeBank:
         uids = sorted({u for _, _, u in self.plan_.requests})
         logits = self._logits(X_test, uids)
         shares = {u: sum(1 for *_, v in self.plan_.requests if v == u) for u in uids}
-        results = []
-        for i, j, u in self.plan_.requests:
-            fam, fit = self.families_[i], self.fitted_[u]
-            proba = torch.softmax(logits[u], dim=1).cpu().numpy()
-            pred = proba.argmax(1)
-            per_class = per_class_accuracy(y, pred, len(self.classes_))
-            results.append(ProbeResult(
-                selector=fam.selector, seed=int(fam.seed), k=int(fam.ks[j]),
-                fraction=None if fam.fractions is None else float(fam.fractions[j]),
-                l2=fit.l2, val_acc=fit.val_acc, test_acc=float((pred == y).mean()),
-                per_class_acc=per_class, n_steps=fit.n_steps,
-                fit_seconds=fit.seconds / shares[u],
-                test_pred=self.classes_[pred] if self.keep_predictions else None,
-                test_proba=proba if self.keep_proba else None,
-            ))
-        return results
+        return [probe_result(
+            self.families_[i], j, l2=self.fitted_[u].l2, val_acc=self.fitted_[u].val_acc,
+            logits=logits[u], y_test=y, classes=self.classes_, n_steps=self.fitted_[u].n_steps,
+            fit_seconds=self.fitted_[u].seconds / shares[u],
+            keep_predictions=self.keep_predictions, keep_proba=self.keep_proba,
+        ) for i, j, u in self.plan_.requests]

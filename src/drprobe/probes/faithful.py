@@ -5,18 +5,20 @@ run through the frozen backbone up to the probed layer, mapped to each head's su
 and fed to that head's linear layer. Defaults are the paper's scripts'
 (:mod:`~drprobe.probes.faithful_settings`): SGD (lr 0.1, momentum 0.9, weight decay 1e-4; the
 paper used 5e-4 for CIFAR and Places365, which a job picks by dataset), StepLR gamma 0.1 every
-10 of 50 epochs, batch 256, 10% of the training images held out (stratified) for validation,
-and the head of the epoch with the best validation accuracy is kept (ties: the earliest epoch).
+10 of 50 epochs, batch 256; the validation images are the caller's (the analysis holds out the
+same stratified share as for the cached protocol), and the head of the epoch with the best
+validation accuracy is kept (ties: the earliest epoch).
 
 :class:`FaithfulBank` trains many heads at once -- every (family, k) of a list of
-:class:`~drprobe.selectors.SubsetFamily`. Each probe seed is its own run, as in the paper: the
-heads of the families of one seed draw their batch order and augmentations from one stream
-seeded by (random_state, seed), and share each augmented batch -- one backbone forward per batch
-serves all of them, which is what makes the protocol affordable (the cost grows with the number
-of seeds, not of heads). :class:`FaithfulProbe` is
-the one-head case. :func:`augmented_features` is the middle ground between this and the `cached`
-protocol: K augmented views per training image as an ordinary feature matrix for the
-:class:`~drprobe.probes.bank.ProbeBank`.
+:class:`~drprobe.selectors.SubsetFamily` (one head: a family with a single k). It keeps the
+probe trainers' contract (:class:`~drprobe.probes.contract.ProbeTrainer`) with images for X:
+``fit(images_train, y_train, images_val, y_val, families)``. Each probe seed is its own run, as
+in the paper: the heads of the families of one seed draw their batch order and augmentations
+from one stream seeded by (random_state, seed), and share each augmented batch -- one backbone
+forward per batch serves all of them, which is what makes the protocol affordable (the cost
+grows with the number of seeds, not of heads). :func:`augmented_features` is the middle ground
+between this and the `cached` protocol: K augmented views per training image as an ordinary
+feature matrix for the :class:`~drprobe.probes.bank.ProbeBank`.
 
 Validation and test images get the evaluation transform (resize + centre crop); the backbone is
 frozen, so their features are computed once and kept (per family: n x max k floats). Heads and
@@ -34,8 +36,6 @@ import math
 import sys
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import replace
-from typing import Any
 
 import numpy as np
 import torch
@@ -45,9 +45,8 @@ from tqdm.auto import tqdm
 from drprobe.devices import resolve_device
 from drprobe.errors import InvalidValueError
 from drprobe.features.extract import feature_dim
-from drprobe.metrics.fairness import per_class_accuracy
 from drprobe.probes import design, inputs
-from drprobe.probes.bank import ProbeResult
+from drprobe.probes.contract import ProbeTrainer
 from drprobe.probes.faithful_settings import (
     BATCH_SIZE,
     EPOCHS,
@@ -57,9 +56,9 @@ from drprobe.probes.faithful_settings import (
     STEP_SIZE,
     WEIGHT_DECAY,
     head_seed,
-    split_positions,
     stream_seed,
 )
+from drprobe.probes.results import ProbeResult, class_probabilities, probe_result
 from drprobe.selectors import SubsetFamily
 from drprobe.sources.augment import (
     Augment,
@@ -73,7 +72,7 @@ from drprobe.sources.layers import layer_features, resolve_layer
 from drprobe.sources.models import ModelBundle
 from drprobe.sources.transforms import preprocess
 
-__all__ = ["FaithfulBank", "FaithfulProbe", "augmented_features", "head_seed", "stream_seed"]
+__all__ = ["FaithfulBank", "augmented_features", "head_seed", "stream_seed"]
 
 
 def _clean_features(
@@ -85,44 +84,49 @@ def _clean_features(
         yield layer_features(bundle, layer, x, pooling).float()
 
 
-class FaithfulBank:
-    """Linear heads for every (family, k) of ``families``, trained through the frozen backbone.
+class FaithfulBank(ProbeTrainer):
+    """Linear heads for every (family, k) of the families given to ``fit``, trained through
+    the frozen backbone.
 
     Args:
         model: a loaded :class:`ModelBundle` (moved to ``device`` in place) or a model spec.
-        families: subset families of the layer's d neurons; one head per (family, k in ks).
         layer, pooling: the probed layer and how its map is pooled (see ``layer_features``).
         image_size: input side in pixels (None = the model's native size).
         epochs, step_size, gamma: StepLR schedule, lr_e = lr * gamma ** (e // step_size).
         batch_size: images per SGD step (the last batch of an epoch may be smaller).
         lr, momentum, weight_decay: SGD settings.
-        val_fraction: stratified share of the training images held out for validation.
         augment: the training augmentation (None = ``Augment(image_size)`` with its defaults);
             its ``size`` must equal the input size.
         device: ``"cpu"`` or ``"cuda[:i]"``; backbone, images and heads all run there.
-        random_state: seeds the split, and with each family's seed, the batch order,
-            augmentations (one stream per family seed) and head inits.
+        random_state: with each family's seed, seeds the batch order, augmentations (one
+            stream per family seed) and head inits.
         progress: show a progress bar over epochs.
 
-    Learned attributes: ``classes_`` (C,), ``heads_`` (list of (family index, k)),
-    ``coefs_`` / ``intercepts_`` (per head, (C, k) / (C,) at the best epoch), ``best_epoch_``
-    (H,), ``val_acc_`` (H,), ``history_`` (``"lr"`` (E,), ``"train_loss"`` (H, E) mean batch
-    loss, ``"val_acc"`` (H, E)), ``train_indices_`` / ``val_indices_`` (positions in the
-    training images), ``batch_orders_`` (family seed -> (E, n_train) positions in the order each
-    epoch drew them), ``steps_per_epoch_``, ``fit_seconds_``, ``bundle_`` (the loaded model).
+    A :class:`~drprobe.probes.contract.ProbeTrainer` on images (``space = "images"``, protocol
+    ``faithful``): the X of ``fit`` / ``evaluate`` are (n, H, W[, 3]) uint8 or [0, 1] float
+    images -- arrays or lazy row views indexable by slices and by position arrays -- the very
+    rows the analysed features came from. Results keep the predicted labels.
+
+    Learned attributes: ``classes_`` (C,), ``families_``, ``heads_`` (list of (family index,
+    k)), ``coefs_`` / ``intercepts_`` (per head, (C, k) / (C,) at the best epoch),
+    ``best_epoch_`` (H,), ``val_acc_`` (H,), ``history_`` (``"lr"`` (E,), ``"train_loss"``
+    (H, E) mean batch loss, ``"val_acc"`` (H, E)), ``batch_orders_`` (family seed -> (E,
+    n_train) positions in the training images in the order each epoch drew them),
+    ``steps_per_epoch_``, ``fit_seconds_``, ``bundle_`` (the loaded model).
     """
 
+    space = "images"
+    protocol = "faithful"
+
     def __init__(
-        self, model: str | ModelBundle, families: Sequence[SubsetFamily],
-        layer: str = "penultimate", *, pooling: str = "avg", image_size: int | None = None,
-        epochs: int = EPOCHS, step_size: int = STEP_SIZE, gamma: float = GAMMA,
-        batch_size: int = BATCH_SIZE, lr: float = LR, momentum: float = MOMENTUM,
-        weight_decay: float = WEIGHT_DECAY,
-        val_fraction: float = 0.1, augment: Augment | None = None, device: str = "cpu",
-        random_state: int = 0, progress: bool = True,
+        self, model: str | ModelBundle, layer: str = "penultimate", *, pooling: str = "avg",
+        image_size: int | None = None, epochs: int = EPOCHS, step_size: int = STEP_SIZE,
+        gamma: float = GAMMA, batch_size: int = BATCH_SIZE, lr: float = LR,
+        momentum: float = MOMENTUM, weight_decay: float = WEIGHT_DECAY,
+        augment: Augment | None = None, device: str = "cpu", random_state: int = 0,
+        progress: bool = True,
     ) -> None:
         self.model = model
-        self.families = families
         self.layer = layer
         self.pooling = pooling
         self.image_size = image_size
@@ -133,16 +137,15 @@ class FaithfulBank:
         self.lr = lr
         self.momentum = momentum
         self.weight_decay = weight_decay
-        self.val_fraction = val_fraction
         self.augment = augment
         self.device = device
         self.random_state = random_state
         self.progress = progress
 
-    # -------------------------------------------------------------------------- set-up
-    def _families(self) -> list[SubsetFamily]:
-        return list(self.families)
+    def compute_device(self) -> str:
+        return str(self.device)
 
+    # -------------------------------------------------------------------------- set-up
     def _check(self) -> None:
         for name in ("epochs", "step_size", "batch_size"):
             value = getattr(self, name)
@@ -154,12 +157,10 @@ class FaithfulBank:
         for name in ("momentum", "weight_decay"):
             if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
                 raise InvalidValueError(f"{name}={getattr(self, name)!r} must be >= 0")
-        if not 0.0 < self.val_fraction < 1.0:
-            raise InvalidValueError(f"val_fraction={self.val_fraction!r} must be in (0, 1)")
 
     def _setup(self) -> tuple[ModelBundle, str, int, Augment]:
         self._check()
-        bundle = image_bundle(self.model, resolve_device(self.device))
+        bundle = image_bundle(self.model, resolve_device(self.device, mps=False))
         layer = resolve_layer(bundle, self.layer)
         size = int(self.image_size or bundle.input_size)
         return bundle, layer, size, training_augment(self.augment, size)
@@ -178,21 +179,21 @@ class FaithfulBank:
         return [torch.cat(p) for p in parts]
 
     # ----------------------------------------------------------------------------- fit
-    def fit(self, images: np.ndarray, labels: np.ndarray, train_idx: np.ndarray | None = None,
-            val_idx: np.ndarray | None = None) -> FaithfulBank:
-        """Train every head on ``images`` (n, H, W[, 3]) uint8 / float in [0, 1] with
-        ``labels`` (n,). Validation: the positions ``val_idx`` (training on ``train_idx``) when
-        given -- e.g. the split a job made for the cached features of the same images -- else a
-        stratified ``val_fraction`` of the images drawn with ``random_state``."""
+    def fit(self, X_train: np.ndarray, y_train: np.ndarray, X_val: np.ndarray,
+            y_val: np.ndarray, families: Sequence[SubsetFamily]) -> FaithfulBank:
+        """Train a head per (family, k) of ``families`` on the images X_train (n_train, H,
+        W[, 3]) with labels y_train (n_train,), keeping each head's best epoch on X_val
+        (n_val, H, W[, 3]) / y_val (n_val,). Returns self."""
         t_start = time.perf_counter()
         bundle, self.layer_, self.size_, aug = self._setup()
         self.bundle_ = bundle
-        images = check_images(images, "images")
-        y = inputs.check_labels(labels, images.shape[0], "labels")
-        self.classes_ = np.unique(y)
+        X_train, X_val = check_images(X_train, "X_train"), check_images(X_val, "X_val")
+        ytr = inputs.check_labels(y_train, X_train.shape[0], "y_train")
+        yva = inputs.check_labels(y_val, X_val.shape[0], "y_val")
+        self.classes_ = np.unique(np.concatenate([ytr, yva]))
         if len(self.classes_) < 2:
             raise InvalidValueError(f"labels have {len(self.classes_)} class; need at least 2")
-        families = self._families()
+        families = list(families)
         if not families:
             raise InvalidValueError("families is empty; pass at least one SubsetFamily")
         d = feature_dim(bundle, self.layer_, self.pooling, self.size_)
@@ -200,13 +201,12 @@ class FaithfulBank:
             inputs.check_family(fam, i, d)
         self.families_ = families
         self.heads_ = [(i, int(k)) for i, fam in enumerate(families) for k in fam.ks]
-        dev = resolve_device(self.device)
+        dev = resolve_device(self.device, mps=False)
         bases = self._bases(dev)
-        tr, va = split_positions(y, train_idx, val_idx, self.val_fraction, int(self.random_state))
-        self.train_indices_, self.val_indices_ = tr, va
-        y_idx = torch.as_tensor(inputs.encode(y, self.classes_, "labels"), device=dev)
-        y_val = y_idx[torch.as_tensor(va, device=dev)]
-        Z_val = self._features(bundle, images[va], bases)
+        n_tr = int(X_train.shape[0])
+        y_idx = torch.as_tensor(inputs.encode(ytr, self.classes_, "y_train"), device=dev)
+        y_val_idx = torch.as_tensor(inputs.encode(yva, self.classes_, "y_val"), device=dev)
+        Z_val = self._features(bundle, X_val, bases)
         params = self._init_heads(dev)
         opt = torch.optim.SGD([p for pair in params for p in pair], lr=self.lr,
                               momentum=self.momentum, weight_decay=self.weight_decay)
@@ -217,26 +217,26 @@ class FaithfulBank:
         gens = {s: torch.Generator().manual_seed(stream_seed(self.random_state, s))
                 for s in streams}
         H, E = len(self.heads_), int(self.epochs)
-        self.batch_orders_ = {s: np.empty((E, len(tr)), dtype=np.int64) for s in streams}
+        self.batch_orders_ = {s: np.empty((E, n_tr), dtype=np.int64) for s in streams}
         self.history_ = {"lr": np.zeros(E), "train_loss": np.zeros((H, E)),
                          "val_acc": np.zeros((H, E))}
         self.best_epoch_ = np.full(H, -1)
         self.val_acc_ = np.full(H, -1.0)
         self.coefs_: list[np.ndarray] = [np.empty(0)] * H
         self.intercepts_: list[np.ndarray] = [np.empty(0)] * H
-        self.steps_per_epoch_ = math.ceil(len(tr) / int(self.batch_size))
+        self.steps_per_epoch_ = math.ceil(n_tr / int(self.batch_size))
         bar = tqdm(range(E), desc="faithful", unit="epoch", file=sys.stderr,
                    disable=not self.progress)
         for epoch in bar:
             self.history_["lr"][epoch] = opt.param_groups[0]["lr"]
             for seed, heads in streams.items():
                 g = gens[seed]
-                order = tr[torch.randperm(len(tr), generator=g).numpy()]
+                order = torch.randperm(n_tr, generator=g).numpy()
                 self.batch_orders_[seed][epoch] = order
                 self.history_["train_loss"][heads, epoch] = self._epoch(
-                    bundle, images, order, y_idx, aug, g, bases, params, opt, heads)
+                    bundle, X_train, order, y_idx, aug, g, bases, params, opt, heads)
             sched.step()
-            self._validate(epoch, params, Z_val, y_val)
+            self._validate(epoch, params, Z_val, y_val_idx)
             bar.set_postfix(val=f"{self.history_['val_acc'][:, epoch].mean():.3f}")
         self.fit_seconds_ = time.perf_counter() - t_start
         return self
@@ -296,90 +296,36 @@ class FaithfulBank:
         if not hasattr(self, "coefs_"):
             raise InvalidValueError(f"this {type(self).__name__} is not fitted; call fit first")
 
-    def _head_stats(self) -> tuple[np.ndarray, np.ndarray]:
-        """(H,) best epoch and (H,) best validation accuracy of every head."""
-        return self.best_epoch_, self.val_acc_
-
-    def predict_proba_all(self, images: np.ndarray) -> list[np.ndarray]:
-        """Class probabilities (n, C) of every head (in ``heads_`` order) on clean images."""
+    @torch.no_grad()
+    def _logits_all(self, images: np.ndarray) -> list[torch.Tensor]:
+        """(n, C) logits of every head (in ``heads_`` order) on the clean ``images``."""
         self._check_fitted()
-        dev = resolve_device(self.device)
+        dev = resolve_device(self.device, mps=False)
         bundle = image_bundle(self.bundle_, dev)
         Z = self._features(bundle, check_images(images, "images"), self._bases(dev))
         out = []
         for (i, k), W, b in zip(self.heads_, self.coefs_, self.intercepts_):
             W_t, b_t = torch.as_tensor(W, device=dev), torch.as_tensor(b, device=dev)
-            logits = Z[i][:, :k] @ W_t.T + b_t
-            out.append(torch.softmax(logits, dim=1).cpu().numpy())
+            out.append(Z[i][:, :k] @ W_t.T + b_t)
         return out
 
-    def evaluate(self, images: np.ndarray, labels: np.ndarray) -> list[ProbeResult]:
-        """Test every head on clean ``images`` (n, H, W[, 3]); one ProbeResult per head, in
-        ``heads_`` order. ``l2`` holds the SGD weight decay, ``n_steps`` the SGD steps up to the
-        kept (best-validation) epoch, ``fit_seconds`` the head's share of the fit time."""
+    def predict_proba_all(self, images: np.ndarray) -> list[np.ndarray]:
+        """Class probabilities (n, C) of every head (in ``heads_`` order) on clean images."""
+        return [class_probabilities(z) for z in self._logits_all(images)]
+
+    def evaluate(self, X_test: np.ndarray, y_test: np.ndarray) -> list[ProbeResult]:
+        """Test every head on the clean images X_test (n, H, W[, 3]) with labels y_test (n,);
+        one ProbeResult per head, in ``heads_`` order. ``l2`` holds the SGD weight decay,
+        ``n_steps`` the SGD steps up to the kept (best-validation) epoch, ``fit_seconds`` the
+        head's share of the fit time."""
         self._check_fitted()
-        images = check_images(images, "images")
-        y = inputs.encode(inputs.check_labels(labels, images.shape[0], "labels"), self.classes_,
-                      "labels")
-        results = []
-        best_epochs, val_accs = self._head_stats()
-        for h, proba in enumerate(self.predict_proba_all(images)):
-            i, k = self.heads_[h]
-            fam = self.families_[i]
-            pred = proba.argmax(1)
-            per_class = per_class_accuracy(y, pred, len(self.classes_))
-            j = list(fam.ks).index(k)
-            results.append(ProbeResult(
-                selector=fam.selector, seed=int(fam.seed), k=k,
-                fraction=None if fam.fractions is None else float(fam.fractions[j]),
-                l2=float(self.weight_decay), val_acc=float(val_accs[h]),
-                test_acc=float((pred == y).mean()), per_class_acc=per_class,
-                n_steps=int((best_epochs[h] + 1) * self.steps_per_epoch_),
-                fit_seconds=self.fit_seconds_ / len(self.heads_),
-                test_pred=self.classes_[pred],
-            ))
-        return results
-
-
-class FaithfulProbe(FaithfulBank):
-    """One linear head on the first ``k`` coordinates of ``family``, trained faithfully.
-
-    Same keyword settings and training as :class:`FaithfulBank` (``pooling``, ``epochs``, ...,
-    ``random_state``) with a single head (and the same
-    result as that head inside a larger bank, given the same ``random_state``). Learned:
-    ``coef_`` (C, k), ``intercept_`` (C,), ``best_epoch_`` / ``val_acc_`` (scalars),
-    ``history_`` with ``"lr"``, ``"train_loss"``, ``"val_acc"`` each of shape (E,).
-    """
-
-    def __init__(self, model: str | ModelBundle, family: SubsetFamily, k: int,
-                 layer: str = "penultimate", **settings: Any) -> None:
-        super().__init__(model, [], layer, **settings)
-        self.family = family
-        self.k = k
-
-    def _families(self) -> list[SubsetFamily]:
-        k, ks = self.k, list(self.family.ks)
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not \
-                1 <= k <= self.family.width:
-            raise InvalidValueError(f"k={k!r} must be an integer in [1, {self.family.width}]")
-        frac = None
-        if self.family.fractions is not None and k in ks:
-            frac = [self.family.fractions[ks.index(k)]]
-        return [replace(self.family, ks=[int(k)], fractions=frac)]
-
-    def fit(self, images: np.ndarray, labels: np.ndarray) -> FaithfulProbe:
-        """Train the head on ``images`` (n, H, W[, 3]) and ``labels`` (n,)."""
-        super().fit(images, labels)
-        self.coef_, self.intercept_ = self.coefs_[0], self.intercepts_[0]
-        self.history_ = {"lr": self.history_["lr"],
-                         "train_loss": self.history_["train_loss"][0],
-                         "val_acc": self.history_["val_acc"][0]}
-        self.best_epoch_, self.val_acc_ = int(self.best_epoch_[0]), float(self.val_acc_[0])
-        return self
-
-    def _head_stats(self) -> tuple[np.ndarray, np.ndarray]:
-        return np.array([self.best_epoch_]), np.array([self.val_acc_])
-
-    def evaluate(self, images: np.ndarray, labels: np.ndarray) -> ProbeResult:  # type: ignore
-        """Test the head on clean ``images``; see :meth:`FaithfulBank.evaluate`."""
-        return super().evaluate(images, labels)[0]
+        X_test = check_images(X_test, "X_test")
+        y = inputs.encode(inputs.check_labels(y_test, X_test.shape[0], "y_test"), self.classes_,
+                          "y_test")
+        return [probe_result(
+            self.families_[i], list(self.families_[i].ks).index(k),
+            l2=self.weight_decay, val_acc=self.val_acc_[h], logits=logits, y_test=y,
+            classes=self.classes_, n_steps=(self.best_epoch_[h] + 1) * self.steps_per_epoch_,
+            fit_seconds=self.fit_seconds_ / len(self.heads_), keep_predictions=True,
+            keep_proba=False,
+        ) for h, ((i, k), logits) in enumerate(zip(self.heads_, self._logits_all(X_test)))]

@@ -20,12 +20,10 @@ import zlib
 
 import numpy as np
 
-from drprobe.errors import InvalidValueError
 from drprobe.selectors import SubsetFamily
-from drprobe.sources.data.base import train_val_split
 
 __all__ = ["BATCH_SIZE", "EPOCHS", "GAMMA", "LR", "MOMENTUM", "STEP_SIZE", "WEIGHT_DECAY",
-           "head_seed", "paper_weight_decay", "split_positions", "stream_seed"]
+           "head_seed", "paper_weight_decay", "stream_seed"]
 
 EPOCHS = 50
 STEP_SIZE = 10
@@ -65,22 +63,3 @@ def stream_seed(random_state: int, family_seed: int) -> int:
     ``family_seed``: a function of these two alone."""
     return int(np.random.SeedSequence([int(random_state), int(family_seed), _STREAM_TAG])
                .generate_state(1)[0])
-
-
-def split_positions(y: np.ndarray, train_idx: np.ndarray | None, val_idx: np.ndarray | None,
-           val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(train, validation) positions: the given ones (checked), else a stratified split."""
-    if train_idx is None and val_idx is None:
-        return train_val_split(y, val_fraction, seed)
-    if train_idx is None or val_idx is None:
-        raise InvalidValueError("pass both train_idx and val_idx, or neither")
-    tr, va = (np.asarray(i, dtype=np.int64) for i in (train_idx, val_idx))
-    n = len(y)
-    for name, idx in (("train_idx", tr), ("val_idx", va)):
-        if idx.ndim != 1 or len(idx) == 0 or idx.min() < 0 or idx.max() >= n:
-            raise InvalidValueError(f"{name} must be non-empty positions in [0, {n}); "
-                                    f"got {len(idx)} values")
-    if np.intersect1d(tr, va).size:
-        raise InvalidValueError("train_idx and val_idx overlap; a validation image would be "
-                                "trained on")
-    return tr, va

@@ -23,12 +23,13 @@ import pandas as pd
 import yaml
 from tqdm.auto import tqdm
 
+from drprobe.analysis.summary import summarize
+from drprobe.analysis.variants import task_table, variant_table
 from drprobe.errors import InvalidValueError
 from drprobe.experiment.config import DatasetConfig
 from drprobe.experiment.query import query, result_parts, run_table
-from drprobe.experiment.store import JOB_KEYS, atomic_path
-from drprobe.experiment.summary import summarize
-from drprobe.experiment.variants import task_table, variant_table
+from drprobe.experiment.store import JOB_KEYS
+from drprobe.files import atomic_path
 from drprobe.metrics.redundancy import DEFAULT_DELTAS
 from drprobe.report.comparisons import COMPARE_FIGURES
 from drprobe.report.curves import FRACTION_FIGURES
@@ -127,8 +128,8 @@ def build_report(
     figures embedded as PNG data URIs, the DR table, the per-model table and the run metadata.
     Figures the run has no data for are listed on the page with the reason, not drawn.
     A run of several pretraining variants also gets ``variants.csv``
-    (:func:`~drprobe.experiment.variants.variant_table`; differences against ``reference``)
-    and, with several datasets, ``tasks.csv`` (:func:`~drprobe.experiment.variants.task_table`).
+    (:func:`~drprobe.analysis.variants.variant_table`; differences against ``reference``)
+    and, with several datasets, ``tasks.csv`` (:func:`~drprobe.analysis.variants.task_table`).
 
     Returns:
         The path of ``report.html``.

@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from drprobe.experiment.store import JOB_KEYS, atomic_write_text
+from drprobe.experiment.store import JOB_KEYS
+from drprobe.files import atomic_write_text
 from drprobe.metrics.efficiency import inference_flops, pareto_frontier, probe_params
 from drprobe.metrics.fairness import gini_trend_test
 

@@ -1,7 +1,7 @@
 """Figures that put pretraining variants side by side (``drprobe report``).
 
 A variant is a group of networks (``NAME/seedK`` model labels; see
-:mod:`drprobe.experiment.variants`). Two figures per run:
+:mod:`drprobe.analysis.variants`). Two figures per run:
 
 - ``variants-dr``: DR_δ per variant and task (one panel per dataset, one point per variant and
   layer) with the hierarchical bootstrap interval over pretraining seeds, probe seeds and test
@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from drprobe.experiment.variants import (
+from drprobe.analysis.variants import (
     curves_table,
     variant_column,
     variant_data,

@@ -4,9 +4,12 @@ Every selector family is *nested*: for a fixed selector and seed, the k-feature 
 columns of one d x m basis. :class:`SubsetFamily` is that basis; the probe bank and the CKA code
 consume families so that all sizes k of one family share one computation.
 
-The classes live in :mod:`~drprobe.selectors.estimators` and :mod:`~drprobe.selectors.greedy`,
-the family and the subset sizes in :mod:`~drprobe.selectors.family`; this module holds the
-registry :data:`SELECTORS`, :func:`make_family` and the headline-selector rule.
+The contract every selector declares (what it yields, seeded, labels, its wide-layer route) is
+:mod:`~drprobe.selectors.base`; the classes live in :mod:`~drprobe.selectors.estimators` and
+:mod:`~drprobe.selectors.greedy`, the registry :data:`SELECTORS` and the questions asked of a
+selector by name (:func:`is_seeded`, :func:`wide_refusal`) in :mod:`~drprobe.selectors.registry`,
+the family and the subset sizes in :mod:`~drprobe.selectors.family`. This module holds
+:func:`make_family`, the one feature-space entry, and the headline-selector rule.
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from drprobe.errors import InvalidValueError, unknown
+from drprobe.errors import InvalidValueError
+from drprobe.selectors.base import YIELDS, Selector, need_labels
 from drprobe.selectors.estimators import (
     PCALeast,
     PCATop,
@@ -25,34 +29,34 @@ from drprobe.selectors.estimators import (
     RandomProjectionGauss,
     RandomProjectionUniform,
     RandomSubset,
-    Selector,
     VarianceRanked,
     WeightNormRanked,
-    need_labels,
 )
-from drprobe.selectors.family import PAPER_FRACTIONS, SubsetFamily, apply_basis, resolve_ks
+from drprobe.selectors.family import (
+    DEFAULT_SEEDS,
+    PAPER_FRACTIONS,
+    SubsetFamily,
+    apply_basis,
+    resolve_ks,
+)
 from drprobe.selectors.greedy import GreedyForward
 from drprobe.selectors.pca import clip_to_rank
+from drprobe.selectors.registry import (
+    SELECTORS,
+    is_seeded,
+    register_selector,
+    selector_class,
+    wide_refusal,
+    wide_selectors,
+)
 
 __all__ = [
-    "HEADLINE_SELECTOR", "PAPER_FRACTIONS", "SELECTORS", "GreedyForward",
-    "PCALeast", "PCATop", "PrefixSubset", "RandomProjectionGauss", "RandomProjectionUniform",
-    "RandomSubset", "SubsetFamily", "VarianceRanked", "WeightNormRanked", "apply_basis",
-    "headline_selector",
-    "is_seeded", "make_family", "resolve_ks",
+    "DEFAULT_SEEDS", "HEADLINE_SELECTOR", "PAPER_FRACTIONS", "SELECTORS", "YIELDS",
+    "GreedyForward", "PCALeast", "PCATop", "PrefixSubset", "RandomProjectionGauss",
+    "RandomProjectionUniform", "RandomSubset", "Selector", "SubsetFamily", "VarianceRanked",
+    "WeightNormRanked", "apply_basis", "headline_selector", "is_seeded", "make_family",
+    "register_selector", "resolve_ks", "selector_class", "wide_refusal", "wide_selectors",
 ]
-
-SELECTORS: dict[str, type[Selector]] = {
-    "random": RandomSubset,
-    "prefix": PrefixSubset,
-    "pca_top": PCATop,
-    "pca_least": PCALeast,
-    "randproj_uniform": RandomProjectionUniform,
-    "randproj_gauss": RandomProjectionGauss,
-    "variance": VarianceRanked,
-    "weight_norm": WeightNormRanked,
-    "greedy": GreedyForward,
-}
 
 
 #: The selector whose curves are the headline (and whose k = d probes give the full-layer
@@ -67,13 +71,6 @@ def headline_selector(selectors: Iterable[str]) -> str:
     return HEADLINE_SELECTOR if HEADLINE_SELECTOR in names else names[0]
 
 
-def is_seeded(name: str) -> bool:
-    """Whether selector ``name``'s basis depends on the seed (one family per seed)."""
-    if name not in SELECTORS:
-        raise unknown("selector", name, SELECTORS)
-    return SELECTORS[name].seeded
-
-
 def make_family(
     name: str, X_train: Any, ks: Sequence[int], seed: int = 0, y_train: Any = None,
     X_val: Any = None, y_val: Any = None, fractions: Sequence[float] | None = None,
@@ -85,12 +82,12 @@ def make_family(
     k ≥ r become one size r with fraction r/d: :func:`~drprobe.selectors.pca.clip_to_rank`).
 
     ``cross``: optional :class:`~drprobe.metrics.cka.CrossProductStats` of X_train, reused by
-    the PCA selectors. The family's seed is ``seed`` for randomised selectors (and for greedy
-    when it draws its own validation split), else 0.
+    the PCA selectors. The family's seed is ``seed`` for seeded selectors (:func:`is_seeded`;
+    greedy is seeded when it draws its own validation split), else 0. The class's declaration
+    decides the call: ``fit(X, y, X_val=, y_val=)`` for a selector that uses a validation split,
+    ``fit(X, y, cross=)`` for PCA, else ``fit(X, y)``.
     """
-    if name not in SELECTORS:
-        raise unknown("selector", name, SELECTORS)
-    cls = SELECTORS[name]
+    cls = selector_class(name)
     d = int(X_train.shape[1])
     ks = [int(k) for k in ks]
     if not ks or ks[0] < 1 or ks[-1] > d or any(b <= a for a, b in pairwise(ks)):
@@ -100,19 +97,19 @@ def make_family(
     if cls.needs_labels:
         need_labels(name, y_train)
     est = cls(n_components=ks[-1], random_state=seed)
-    if isinstance(est, GreedyForward):
-        est.fit(X_train, y_train, X_val=X_val, y_val=y_val)
-    elif isinstance(est, PCATop):
-        est.fit(X_train, cross=cross)
-    else:
-        est.fit(X_train, y_train)
-    if isinstance(est, PCATop) and est.components_.shape[1] < ks[-1]:
+    extra: dict[str, Any] = {}
+    if cls.uses_validation:
+        extra.update(X_val=X_val, y_val=y_val)
+    if cls.yields == "pca":
+        extra.update(cross=cross)
+    est.fit(X_train, y_train, **extra)
+    if cls.yields == "pca" and est.components_.shape[1] < ks[-1]:
         # sizes beyond the non-null rank would add zero-variance directions
         ks, fractions = clip_to_rank(ks, fractions, est.components_.shape[1], d)
-    seeded = cls.seeded or (isinstance(est, GreedyForward) and X_val is None)
+    seeded = is_seeded(name, with_validation=X_val is not None)
     fam_seed = int(seed) if seeded and seed is not None else 0
     fracs = None if fractions is None else [float(f) for f in fractions]
-    if est.kind == "coordinate":
+    if cls.yields == "coordinate":
         return SubsetFamily(name, fam_seed, ks, indices=np.asarray(est.indices_), fractions=fracs)
-    mean = est.mean_ if isinstance(est, PCATop) else None
+    mean = est.mean_ if cls.yields == "pca" else None
     return SubsetFamily(name, fam_seed, ks, components=est.components_, mean=mean, fractions=fracs)

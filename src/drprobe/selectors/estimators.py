@@ -1,23 +1,23 @@
 """The selector estimators (scikit-learn contract): random and prefix subsets, PCA top/least,
 random projections, and the variance and weight-norm rankings.
 
-Every class declares ``seeded``: whether its basis depends on ``random_state`` (only then does
-an experiment fit one family per seed), and ``kind``: ``coordinate`` (``indices_``) or
-``projection`` (``components_``, ``mean_``).
+Every class declares the contract of :mod:`drprobe.selectors.base` (``yields``, ``seeded``,
+``needs_labels``, ``wide_refusal``) and, for a coordinate selector that runs on wide layers,
+its whole neuron order from column blocks (:meth:`~drprobe.selectors.base.Selector.order_from_columns`).
 """
 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
-from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.preprocessing import StandardScaler
 
 from drprobe.errors import InvalidValueError
-from drprobe.selectors.family import apply_basis
+from drprobe.selectors.base import Selector, need_labels, rank_descending
 from drprobe.selectors.pca import pca_nonnull_basis
 from drprobe.selectors.projections import projection_columns
 
@@ -32,36 +32,6 @@ def _mean_and_cross(X: Any, batch: int = 4096) -> tuple[np.ndarray, np.ndarray]:
     return mean, C
 
 
-class Selector(BaseEstimator, TransformerMixin):
-    """Common base: ``n_components`` = k, ``random_state`` = seed. Subclasses set ``kind``."""
-
-    kind: str = "coordinate"  # or "projection"
-    needs_labels: bool = False
-    seeded: bool = False  # does the basis depend on random_state?
-
-    def __init__(self, n_components: int, random_state: Any = None) -> None:
-        self.n_components = n_components
-        self.random_state = random_state
-
-    def _k(self, d: int) -> int:
-        k = self.n_components
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not (1 <= k <= d):
-            raise InvalidValueError(f"n_components {k!r} is outside the valid range [1, {d}]")
-        return int(k)
-
-    def _width(self, X: Any) -> int:
-        if len(getattr(X, "shape", ())) != 2:
-            raise InvalidValueError(f"features must be a 2-D array (n, d); got {type(X).__name__}")
-        return int(X.shape[1])
-
-    def transform(self, X: Any) -> np.ndarray:
-        """Map features (n, d) to (n, k)."""
-        if self.kind == "coordinate":
-            return np.asarray(apply_basis(X, indices=self.indices_))
-        return apply_basis(np.asarray(X, dtype=np.float64), components=self.components_,
-                           mean=self.mean_)
-
-
 class RandomSubset(Selector):
     """k random neurons: ``indices_`` (k,) = first k of ``default_rng(seed).permutation(d)``."""
 
@@ -69,8 +39,15 @@ class RandomSubset(Selector):
 
     def fit(self, X: Any, y: Any = None) -> RandomSubset:
         d = self._width(X)
-        self.indices_ = np.random.default_rng(self.random_state).permutation(d)[: self._k(d)]
+        self.indices_ = self.order_from_columns(d, (), y, self.random_state)[: self._k(d)]
         return self
+
+    @classmethod
+    def order_from_columns(
+        cls, d: int, blocks: Iterable[np.ndarray], y: Any, seed: Any
+    ) -> np.ndarray:
+        """(d,) the seed's permutation; reads no column."""
+        return np.random.default_rng(seed).permutation(d)
 
 
 class PrefixSubset(Selector):
@@ -78,8 +55,15 @@ class PrefixSubset(Selector):
 
     def fit(self, X: Any, y: Any = None) -> PrefixSubset:
         d = self._width(X)
-        self.indices_ = np.arange(self._k(d))
+        self.indices_ = self.order_from_columns(d, (), y, self.random_state)[: self._k(d)]
         return self
+
+    @classmethod
+    def order_from_columns(
+        cls, d: int, blocks: Iterable[np.ndarray], y: Any, seed: Any
+    ) -> np.ndarray:
+        """(d,) arange(d); reads no column."""
+        return np.arange(d)
 
 
 class PCATop(Selector):
@@ -92,8 +76,8 @@ class PCATop(Selector):
     (its ``centred_cross`` and ``mean``) instead of recomputing XᵀX.
     """
 
-    kind = "projection"
-    _least = False
+    yields = "pca"
+    least = False  # top: decreasing variance
 
     def fit(self, X: Any, y: Any = None, cross: Any = None) -> PCATop:
         d = self._width(X)
@@ -103,7 +87,7 @@ class PCATop(Selector):
         else:
             (mean, C), n = _mean_and_cross(X), X.shape[0]
         self.mean_ = mean
-        self.components_, w = pca_nonnull_basis(C, k, self._least, n)
+        self.components_, w = pca_nonnull_basis(C, k, self.least, n)
         self.explained_variance_ = np.maximum(w, 0.0) / max(n - 1, 1)
         return self
 
@@ -112,7 +96,7 @@ class PCALeast(PCATop):
     """k principal directions of smallest *non-zero* variance, from the least upwards (nested);
     never the null directions of a rank-deficient training matrix."""
 
-    _least = True
+    least = True
 
 
 class RandomProjectionUniform(Selector):
@@ -123,9 +107,9 @@ class RandomProjectionUniform(Selector):
     (:mod:`~drprobe.selectors.projections`).
     """
 
-    kind = "projection"
+    yields = "projection"
     seeded = True
-    draws = "randproj_uniform"
+    draws = "randproj_uniform"  # the kind of drprobe.selectors.projections
 
     def fit(self, X: Any, y: Any = None) -> RandomProjectionUniform:
         d = self._width(X)
@@ -146,13 +130,16 @@ class VarianceRanked(Selector):
     def fit(self, X: Any, y: Any = None) -> VarianceRanked:
         d = self._width(X)
         self.variances_ = np.var(X, axis=0, dtype=np.float64)
-        self.indices_ = np.argsort(-self.variances_, kind="stable")[: self._k(d)]
+        self.indices_ = rank_descending(self.variances_)[: self._k(d)]
         return self
 
-
-def need_labels(name: str, y: Any) -> None:
-    if y is None:
-        raise InvalidValueError(f"selector {name!r} needs training labels y; got None")
+    @classmethod
+    def order_from_columns(
+        cls, d: int, blocks: Iterable[np.ndarray], y: Any, seed: Any
+    ) -> np.ndarray:
+        """(d,) neurons by decreasing variance over the blocks' rows, one block at a time
+        (memory: d float64 variances and one block)."""
+        return rank_descending(np.concatenate([np.var(b, axis=0) for b in blocks]))
 
 
 class WeightNormRanked(Selector):
@@ -164,6 +151,8 @@ class WeightNormRanked(Selector):
     """
 
     needs_labels = True
+    wide_refusal = ("it ranks neurons by a full-layer feature-space probe, which a wide layer "
+                    "does not fit")
 
     def __init__(
         self, n_components: int, random_state: Any = None, coef: Any = None,
@@ -191,6 +180,6 @@ class WeightNormRanked(Selector):
                 warnings.simplefilter("ignore", ConvergenceWarning)
                 coef = probe.fit(Xs, np.asarray(y)).coef_
         self.weight_norms_ = np.linalg.norm(coef, axis=0)
-        self.indices_ = np.argsort(-self.weight_norms_, kind="stable")[: self._k(d)]
+        self.indices_ = rank_descending(self.weight_norms_)[: self._k(d)]
         return self
 

@@ -2,7 +2,7 @@
 
 For a fixed selector and seed, the k-feature map is the first k columns of one d x m basis;
 the probe bank and the CKA code consume families so that all sizes k share one computation.
-Home of the paper's fraction grid.
+Home of the paper's fraction grid and of the default seeds.
 """
 
 from __future__ import annotations
@@ -80,11 +80,36 @@ PAPER_FRACTIONS: tuple[float, ...] = (
 )
 
 
+#: The seeds of the seeded selectors when none are given (the paper uses 1-5).
+DEFAULT_SEEDS: tuple[int, ...] = (1, 2, 3)
+
+
 def _floor_fd(f: float, d: int) -> int:
     """⌊f·d⌋ robust to float error: 0.29·100 = 28.999999999999996 counts as 29."""
     x = f * d
     r = round(x)
     return int(r) if abs(x - r) <= 1e-9 * max(1.0, x) else math.floor(x)
+
+
+def check_fraction(f: float) -> float:
+    """``f`` as a float if it is a fraction of a layer's neurons, in (0, 1]: the one check of
+    every fraction (configs, command-line options, :func:`resolve_ks`)."""
+    f = float(f)
+    if not (0.0 < f <= 1.0):
+        raise InvalidValueError(f"fraction {f!r} is outside the valid range (0, 1]")
+    return f
+
+
+def probe_fractions(
+    fractions: Sequence[float] | None = None, counts: Sequence[int] | None = None
+) -> list[float]:
+    """The fractions a layer is probed at, ascending: ``fractions`` plus the full layer (1.0);
+    with neither fractions nor counts, the paper's grid :data:`PAPER_FRACTIONS` (which holds
+    the full layer). The one home of that rule: the run, the dry run and the cost estimate
+    call it; :func:`resolve_ks` checks them and resolves ``counts`` beside them."""
+    if not fractions and not counts:
+        fractions = PAPER_FRACTIONS
+    return sorted({float(f) for f in fractions or ()} | {1.0})
 
 
 def resolve_ks(
@@ -93,7 +118,7 @@ def resolve_ks(
     """Subset sizes k = max(1, ⌊f·d⌋) for fractions, and/or absolute counts (fraction = k/d).
 
     Fractions are taken first, then counts; a k already produced keeps the first fraction that
-    produced it. With neither given, the paper's grid :data:`PAPER_FRACTIONS` is used.
+    produced it. With neither given, the paper's grid (:func:`probe_fractions`) is used.
     Returns (ks ascending, fraction of each k).
 
     >>> resolve_ks(10, [0.3, 0.01, 0.05, 1.0])
@@ -102,12 +127,10 @@ def resolve_ks(
     if isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < 1:
         raise InvalidValueError(f"layer width d must be an integer >= 1; got {d!r}")
     if fractions is None and counts is None:
-        fractions = PAPER_FRACTIONS
+        fractions = probe_fractions()
     chosen: dict[int, float] = {}
     for f in fractions or ():
-        f = float(f)
-        if not (0.0 < f <= 1.0):
-            raise InvalidValueError(f"fraction {f!r} is outside the valid range (0, 1]")
+        f = check_fraction(f)
         chosen.setdefault(max(1, _floor_fd(f, d)), f)
     for c in counts or ():
         if isinstance(c, bool) or not float(c).is_integer() or not (1 <= c <= d):

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from drprobe.errors import InvalidValueError
-from drprobe.selectors.estimators import Selector, need_labels
+from drprobe.selectors.base import Selector, need_labels
 
 
 class GreedyForward(Selector):
@@ -26,6 +26,8 @@ class GreedyForward(Selector):
     """
 
     needs_labels = True
+    uses_validation = True
+    wide_refusal = "its exact scores need the layer's d×d ridge Gram"
 
     def __init__(
         self, n_components: int, random_state: Any = None, alpha: float = 1e-3,

@@ -20,7 +20,7 @@ import os
 import sys
 import tempfile
 import weakref
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -106,6 +106,14 @@ class ColumnReader:
         out[order] = self._T[cols[order]]
         release(self._T)
         return out.T
+
+    def blocks(self, block: int, dtype: Any = np.float64) -> Iterator[np.ndarray]:
+        """Consecutive (n, b) copies of columns [lo, lo + b) for lo = 0, block, 2·block, …,
+        read lazily (one block in memory at a time)."""
+        if block < 1:
+            raise InvalidValueError(f"block must be >= 1; got {block}")
+        for lo in range(0, self.d, block):
+            yield self.columns(np.arange(lo, min(lo + block, self.d)), dtype)
 
     def close(self) -> None:
         """Drop the scratch file (if any)."""

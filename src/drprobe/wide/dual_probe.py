@@ -19,12 +19,12 @@ Peak memory per size k: the Grams (n + n_o)·n float64, eigh workspace 2·n², a
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
+from sklearn.base import clone
 
 from drprobe.probes import ProbeBank, ProbeResult
 from drprobe.selectors import SubsetFamily
@@ -82,17 +82,16 @@ class FeatureBlock:
 
 def probe_blocks(
     bank: ProbeBank, blocks: Sequence[FeatureBlock], y_train: np.ndarray, y_val: np.ndarray,
-    y_test: np.ndarray, *, standardize: bool,
+    y_test: np.ndarray, *, standardize: bool | None = None,
 ) -> list[ProbeResult]:
-    """Train every block's probes in one call of a copy of ``bank`` and test them.
+    """Train every block's probes in one call of a clone of ``bank`` and test them.
 
     The blocks' columns are laid side by side, one family per block, so same-width probes of
-    different blocks are batched. ``standardize`` overrides the bank's setting (False for Φ,
-    which is centred and whose scale is the model's). Results come in block order, each
-    labelled with its block's ``sizes``.
+    different blocks are batched. ``standardize`` (None: the bank's own setting) is the
+    clone's (False for Φ, which is centred and whose scale is the model's). Results come in
+    block order, each labelled with its block's ``sizes``.
     """
-    b = copy.copy(bank)
-    b.standardize = standardize
+    b = clone(bank) if standardize is None else clone(bank).set_params(standardize=standardize)
     cat = [_side_by_side([getattr(blk, part) for blk in blocks])
            for part in ("train", "val", "test")]
     families, offset = [], 0
@@ -101,14 +100,9 @@ def probe_blocks(
         families.append(SubsetFamily(blk.selector, int(blk.seed), list(blk.ks),
                                      indices=offset + np.arange(m), fractions=blk.fractions))
         offset += m
-    b.fit(cat[0], y_train, cat[1], y_val, families)
-    results = b.evaluate(cat[2], y_test)
-    i = 0
-    for blk in blocks:
-        for j in range(len(blk.ks)):
-            results[i].k = int((blk.sizes or blk.ks)[j])
-            i += 1
-    return results
+    results = b.fit(cat[0], y_train, cat[1], y_val, families).evaluate(cat[2], y_test)
+    sizes = [int(k) for blk in blocks for k in (blk.sizes or blk.ks)]
+    return [replace(r, k=k) for r, k in zip(results, sizes, strict=True)]
 
 
 def _side_by_side(parts: Sequence[Any]) -> np.ndarray:

@@ -1,22 +1,25 @@
 """One wide layer end to end in sample space (or streaming): every probe and every CKA value.
 
-:func:`analyze_wide` is what :func:`drprobe.experiment.analysis.analyze_layer` runs when the
+:func:`analyze_wide` is what :func:`drprobe.analysis.layer.analyze_layer` runs when the
 memory plan puts a layer's probes in sample space or on the streaming path. Per split it makes a
 neuron-major scratch copy (:class:`~drprobe.wide.columns.ColumnReader`), then
 
 - CKA: the centred test Gram K once, then one pass per coordinate family along its neuron order
   (:func:`~drprobe.wide.gram.nested_gram_cka` with ``full_gram=K``); PCA families from the
   Grams of their test coordinates;
-- PCA (``pca_top`` / ``pca_least``): dual PCA from the centred train Gram, sizes clipped to the
-  non-null rank (:func:`~drprobe.wide.dual_pca.clip_to_rank`);
+- PCA selectors: dual PCA from the centred train Gram, sizes clipped to the non-null rank
+  (:func:`~drprobe.wide.dual_pca.clip_to_rank`);
 - probes: sizes k ≤ ``feature_limit`` (and every PCA size) are trained by the bank on the
   materialised columns, all families in one call; larger sizes either from their Grams (Φ,
   "sample", the families' passes in lockstep) or by :class:`~drprobe.wide.streaming.StreamingProbes`;
-- ``variance``: the neuron order by decreasing train variance, from one pass over the train
-  columns (then a coordinate family like ``random``);
-- random projections (``randproj_uniform`` / ``randproj_gauss``): every split's rows projected
-  onto the seed's first max(k) directions, block by block (n·d·max(k) multiply-adds, never a
-  d×d matrix), then CKA and probes as for a coordinate family in the projection's order.
+- the route of each selector is its declaration (:mod:`drprobe.selectors.base`), never its
+  name: a coordinate selector gives its whole neuron order from
+  ``order_from_columns`` (from the width and seed alone, e.g. ``random`` / ``prefix``, or from
+  one blocked pass over the train columns, e.g. ``variance``); a PCA selector runs as dual PCA
+  with its ``least``; a projection (``randproj_uniform`` / ``randproj_gauss``) projects every
+  split's rows onto the seed's first max(k) directions of its ``draws``, block by block
+  (n·d·max(k) multiply-adds, never a d×d matrix), then CKA and probes as for a coordinate
+  family in the projection's order. A selector that declares a ``wide_refusal`` is refused.
 
 Peak memory: the plan's stage peaks (:mod:`drprobe.wide.memory`) plus the materialised small
 sizes, (n_train + n_val + n_test)·Σ_families min(k_max, feature_limit) float32.
@@ -34,24 +37,16 @@ from typing import Any, Self
 import numpy as np
 
 from drprobe.errors import InvalidValueError
-from drprobe.metrics.fairness import per_class_accuracy
 from drprobe.probes import ProbeBank, ProbeResult
-from drprobe.selectors import SELECTORS
+from drprobe.selectors import SubsetFamily, is_seeded, selector_class, wide_refusal, wide_selectors
 from drprobe.selectors.pca import clip_to_rank
-from drprobe.selectors.projections import KINDS as PROJECTION_KINDS
 from drprobe.wide.columns import IN_MEMORY_BYTES, ColumnReader
 from drprobe.wide.dual_pca import dual_pca
 from drprobe.wide.dual_probe import FeatureBlock, probe_blocks, sample_space_probes
 from drprobe.wide.gram import DEFAULT_BLOCK, cka_from_grams, nested_cross_grams, nested_gram_cka
 from drprobe.wide.memory import probe_families, streaming_bank_limit
 from drprobe.wide.projections import project
-from drprobe.wide.streaming import StreamingProbes
-
-#: selectors the wide path runs: coordinate families with a fixed neuron order (from the seed, or
-#: from the train variances), PCA, and random projections (the features projected block by
-#: block, then treated as a coordinate family)
-WIDE_SELECTORS = ("random", "prefix", "variance", "pca_top", "pca_least", *PROJECTION_KINDS)
-_SEEDED = ("random", *PROJECTION_KINDS)
+from drprobe.wide.streaming import RowSubset, StreamingProbes
 
 
 @dataclass
@@ -67,23 +62,9 @@ class WideOutput:
     routes: dict[str, list[int]] = field(default_factory=dict)
 
 
-def neuron_order(selector: str, seed: int, d: int) -> np.ndarray:
-    """(d,) the neuron order of a coordinate selector (its estimator, fitted on the width only)."""
-    est = SELECTORS[selector](n_components=d, random_state=seed)
-    return np.asarray(est.fit(np.empty((0, d), dtype=np.float32)).indices_)
-
-
 def materialised_dtype(X: Any) -> np.dtype:
     """The dtype of materialised feature columns: the features' own, at least float32 (exact)."""
     return np.result_type(X.dtype, np.float32)
-
-
-def variance_order(reader: ColumnReader, block: int = DEFAULT_BLOCK) -> np.ndarray:
-    """(d,) neurons by decreasing variance of the reader's rows, ties by index — the order of
-    :class:`~drprobe.selectors.VarianceRanked`, one block of columns at a time (memory O(n·b))."""
-    var = np.concatenate([np.var(reader.columns(np.arange(lo, min(lo + block, reader.d))),
-                                 axis=0) for lo in range(0, reader.d, block)])
-    return np.argsort(-var, kind="stable")
 
 
 def feature_limit(n_rows: int, n_test: int, n_classes: int, n_l2: int, budget: int,
@@ -102,12 +83,23 @@ def feature_limit(n_rows: int, n_test: int, n_classes: int, n_l2: int, budget: i
 
 
 def _check_selectors(selectors: Sequence[str], d: int, n: int) -> None:
-    bad = [s for s in selectors if s not in WIDE_SELECTORS]
-    if bad:
-        raise InvalidValueError(
-            f"selector {bad[0]!r} has no sample-space path (layer d={d} > n_train={n} or over "
-            f"the memory budget); valid choices here: {', '.join(WIDE_SELECTORS)}"
-        )
+    """Refuse, on one line, the first selector whose declaration has no sample-space path."""
+    for s in selectors:
+        reason = wide_refusal(s)
+        if reason is not None:
+            raise InvalidValueError(
+                f"selector {s!r} has no sample-space path: {reason} (layer d={d} > n_train={n} "
+                f"or over the memory budget); valid choices here: {', '.join(wide_selectors())}"
+            )
+
+
+def _family_seeds(selector: str, seeds: Sequence[int]) -> list[tuple[int, int]]:
+    """(recorded seed, drawing seed) of each family of ``selector``: one per seed when it is
+    seeded; else one, recorded as 0 as :func:`~drprobe.selectors.make_family` records it and
+    drawn with the first seed as :func:`~drprobe.analysis.layer.analyze_layer` fits it."""
+    if is_seeded(selector):
+        return [(int(x), int(x)) for x in seeds]
+    return [(0, int(seeds[0]) if len(seeds) else 0)]
 
 
 def analyze_wide(
@@ -130,11 +122,8 @@ def analyze_wide(
     y_test = np.asarray(y_test)
     ks, fractions = [int(k) for k in ks], [float(f) for f in fractions]
     frac_of = dict(zip(ks, fractions))
-    # deterministic selectors are one family with seed 0, as make_family records them
-    families = [(s, seed) for s in selectors
-                for seed in ([int(x) for x in seeds] if s in _SEEDED else [0])]
-    coords = [(s, seed, neuron_order(s, seed, d)) for s, seed in families
-              if s in ("random", "prefix")]
+    cls = {s: selector_class(s) for s in selectors}
+    families = [(s, seed, drawn) for s in selectors for seed, drawn in _family_seeds(s, seeds)]
     n_rows, n_classes = len(tr_idx) + len(va_idx), int(max(ytr.max(), y_test.max())) + 1
     dtype = materialised_dtype(X_train)
     limit = feature_limit(n_rows, len(y_test), n_classes, len(np.atleast_1d(bank.l2_grid)),
@@ -146,8 +135,11 @@ def analyze_wide(
     with ColumnReader(X_train, tr_idx, scratch_dir, progress=progress) as train, \
             ColumnReader(X_train, va_idx, scratch_dir, progress=progress) as val, \
             ColumnReader(X_test, None, scratch_dir, progress=progress) as test:
-        if "variance" in selectors:
-            coords.append(("variance", 0, variance_order(train, block)))
+        # each coordinate family's whole neuron order, from its class (reads the train columns
+        # block by block only when its order depends on them)
+        coords = [(s, seed, np.asarray(cls[s].order_from_columns(d, train.blocks(block), ytr,
+                                                                 drawn)))
+                  for s, seed, drawn in families if cls[s].yields == "coordinate"]
         out.seconds["scratch"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         (_, K_test, _), = nested_cross_grams(test, [], np.arange(d), [d], standardize=False,
@@ -163,17 +155,17 @@ def analyze_wide(
                                                    for r in (train, val, test)),
                                fractions=[frac_of[k] for k in small])
                   for sel, seed, order in coords if small]
-        pcas = [s for s in selectors if s in ("pca_top", "pca_least")]
+        pcas = [s for s in selectors if cls[s].yields == "pca"]
         if pcas:  # one centred train Gram (and cross-Grams) serves both PCA selectors
             (_, K, Ko), = nested_cross_grams(train, [val, test], np.arange(d), [d],
                                              standardize=False, block=block, progress=progress)
-            blocks += [_pca_block(sel, K, Ko, ks, fractions, d, K_test, out) for sel in pcas]
+            blocks += [_pca_block(sel, cls[sel].least, K, Ko, ks, fractions, d, K_test, out)
+                       for sel in pcas]
             del K, Ko
         out.seconds["pca"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         if blocks:
-            out.probes += probe_blocks(bank, blocks, ytr, yva, y_test,
-                                       standardize=bool(bank.standardize))
+            out.probes += probe_blocks(bank, blocks, ytr, yva, y_test)
         del blocks
         out.seconds["probes_feature"] = time.perf_counter() - t0
         t0 = time.perf_counter()
@@ -183,38 +175,40 @@ def analyze_wide(
                 fractions=[frac_of[k] for k in large], block=block, progress=progress)
         elif large and coords:
             for sel, seed, order in coords:
-                out.probes += _streaming(bank, X_train, ytr, yva, X_test, y_test, tr_idx,
-                                         va_idx, sel, seed, order, large, frac_of, progress)
+                out.probes += _streaming(bank, RowSubset(X_train, tr_idx), ytr,
+                                         RowSubset(X_train, va_idx), yva, X_test, y_test, sel,
+                                         seed, order, large, frac_of, progress)
         out.seconds[f"probes_{probes_path}"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        for sel, seed in families:
-            if sel in PROJECTION_KINDS:
+        for sel, seed, _ in families:
+            if cls[sel].yields == "projection":
                 out.probes += _projection_family(
-                    bank, sel, seed, X_train, ytr, yva, X_test, y_test, tr_idx, va_idx,
-                    ks, small, large, frac_of, K_test, probes_path, block, scratch_dir,
+                    bank, sel, cls[sel].draws, seed, X_train, ytr, yva, X_test, y_test, tr_idx,
+                    va_idx, ks, small, large, frac_of, K_test, probes_path, block, scratch_dir,
                     progress, out)
         out.seconds["projections"] = time.perf_counter() - t0
     return out
 
 
 def _projection_family(
-    bank: ProbeBank, sel: str, seed: int, X_train: Any, ytr: np.ndarray, yva: np.ndarray,
-    X_test: Any, y_test: np.ndarray, tr_idx: np.ndarray, va_idx: np.ndarray, ks: list[int],
+    bank: ProbeBank, sel: str, draws: str, seed: int, X_train: Any, ytr: np.ndarray,
+    yva: np.ndarray, X_test: Any, y_test: np.ndarray, tr_idx: np.ndarray, va_idx: np.ndarray, ks: list[int],
     small: list[int], large: list[int], frac_of: dict[int, float], K_test: np.ndarray,
     probes_path: str, block: int, scratch_dir: Any, progress: bool, out: WideOutput,
 ) -> list[ProbeResult]:
-    """One random-projection family: the rows projected onto its first max(ks) directions
-    (:func:`~drprobe.wide.projections.project`, n·d·max(ks) multiply-adds), then CKA and probes
-    exactly as for a coordinate family whose neuron order is the projection's column order.
-    Records its CKA values in ``out``; returns its probes.
+    """One random-projection family (selector ``sel``, drawn by kind ``draws``): the rows
+    projected onto its first max(ks) directions (:func:`~drprobe.wide.projections.project`,
+    n·d·max(ks) multiply-adds), then CKA and probes exactly as for a coordinate family whose
+    neuron order is the projection's column order. Records its CKA values in ``out``; returns
+    its probes.
 
     Memory: the projected rows, (n_train + n_val + n_test)·max(ks) float32, held in memory up
     to the column reader's in-memory size and otherwise in scratch files, plus one block of P.
     """
     m, n_tr = ks[-1], len(tr_idx)
     rows = np.concatenate([tr_idx, va_idx])
-    with _Projected(X_train, rows, sel, seed, m, scratch_dir) as Z, \
-            _Projected(X_test, None, sel, seed, m, scratch_dir) as Z_test, \
+    with _Projected(X_train, rows, draws, seed, m, scratch_dir) as Z, \
+            _Projected(X_test, None, draws, seed, m, scratch_dir) as Z_test, \
             ColumnReader(Z.array, np.arange(n_tr), scratch_dir) as train, \
             ColumnReader(Z.array, np.arange(n_tr, rows.size), scratch_dir) as val, \
             ColumnReader(Z_test.array, None, scratch_dir) as test:
@@ -228,23 +222,23 @@ def _projection_family(
             columns = (r.columns(order[: small[-1]], np.float32) for r in (train, val, test))
             probes += probe_blocks(bank, [FeatureBlock(sel, seed, small, *columns,
                                                        fractions=[frac_of[k] for k in small])],
-                                   ytr, yva, y_test, standardize=bool(bank.standardize))
+                                   ytr, yva, y_test)
         if large and probes_path == "sample":
             probes += sample_space_probes(
                 bank, train, ytr, val, yva, test, y_test, [(sel, seed, order)], large,
                 fractions=[frac_of[k] for k in large], block=block, progress=progress)
         elif large:
-            probes += _streaming(bank, Z.array, ytr, yva, Z_test.array, y_test,
-                                 np.arange(n_tr), np.arange(n_tr, rows.size), sel, seed, order,
-                                 large, frac_of, progress)
+            probes += _streaming(bank, Z.array[:n_tr], ytr, Z.array[n_tr:], yva, Z_test.array,
+                                 y_test, sel, seed, order, large, frac_of, progress)
     return probes
 
 
 class _Projected:
-    """X[rows] projected onto the first m directions of (sel, seed), float32, in memory when it
-    takes at most the column reader's in-memory size, else in a scratch file removed on exit."""
+    """X[rows] projected onto the first m directions of the projection (kind, seed), float32, in
+    memory when it takes at most the column reader's in-memory size, else in a scratch file
+    removed on exit."""
 
-    def __init__(self, X: Any, rows: Any, sel: str, seed: int, m: int, scratch_dir: Any):
+    def __init__(self, X: Any, rows: Any, kind: str, seed: int, m: int, scratch_dir: Any):
         n = int(X.shape[0]) if rows is None else len(rows)
         self._path: str | None = None
         if n * m * 4 <= IN_MEMORY_BYTES:
@@ -256,7 +250,7 @@ class _Projected:
             self.array = np.lib.format.open_memmap(self._path, mode="w+", dtype=np.float32,
                                                    shape=(n, m))
         try:
-            project(X, sel, seed, m, rows=rows, out=self.array)
+            project(X, kind, seed, m, rows=rows, out=self.array)
         except BaseException:
             self.__exit__()
             raise
@@ -271,12 +265,13 @@ class _Projected:
 
 
 def _pca_block(
-    sel: str, K: np.ndarray, K_others: list[np.ndarray], ks: list[int], fractions: list[float],
-    d: int, K_test: np.ndarray, out: WideOutput,
+    sel: str, least: bool, K: np.ndarray, K_others: list[np.ndarray], ks: list[int],
+    fractions: list[float], d: int, K_test: np.ndarray, out: WideOutput,
 ) -> FeatureBlock:
-    """Dual PCA coordinates of one PCA selector from the centred train Gram K and the
-    cross-Grams of validation and test; records its CKA values; returns its bank block."""
-    pca = dual_pca(K, K_others, ks[-1], least=sel == "pca_least", d=d)
+    """Dual PCA coordinates of one PCA selector (``least``: its declaration) from the centred
+    train Gram K and the cross-Grams of validation and test; records its CKA values; returns
+    its bank block."""
+    pca = dual_pca(K, K_others, ks[-1], least=least, d=d)
     pks, pfr = clip_to_rank(ks, fractions, pca.rank, d)
     m = pks[-1]
     tr, (va, te) = pca.train[:, :m], [o[:, :m] for o in pca.others]
@@ -290,33 +285,12 @@ def _pca_block(
 
 
 def _streaming(
-    bank: ProbeBank, X_train: Any, ytr: np.ndarray, yva: np.ndarray, X_test: Any,
-    y_test: np.ndarray, tr_idx: np.ndarray, va_idx: np.ndarray, sel: str, seed: int,
-    order: np.ndarray, ks: list[int], frac_of: dict[int, float], progress: bool,
+    bank: ProbeBank, X_train: Any, ytr: np.ndarray, X_val: Any, yva: np.ndarray, X_test: Any,
+    y_test: np.ndarray, sel: str, seed: int, order: np.ndarray, ks: list[int],
+    frac_of: dict[int, float], progress: bool,
 ) -> list[ProbeResult]:
-    """The sizes ks of one coordinate family by the streaming solver, scored like the bank."""
-    t0 = time.perf_counter()
-    sp = StreamingProbes(l2_grid=bank.l2_grid, tol=bank.tol, max_passes=bank.max_steps,
-                         dtype=bank.dtype, progress=progress, n_threads=bank.n_threads)
-    sp.fit(X_train, ytr, order, ks, rows=tr_idx)
-    chosen, val_acc = sp.select(X_train, yva, rows=va_idx)
-    logits = sp.decision_function(X_test)
-    seconds = (time.perf_counter() - t0) / len(ks)
-    n_classes = len(sp.classes_)
-    results = []
-    for i, k in enumerate(ks):
-        z = logits[i, chosen[i]]
-        proba = np.exp(z - z.max(axis=1, keepdims=True))
-        proba /= proba.sum(axis=1, keepdims=True)
-        pred = sp.classes_[proba.argmax(axis=1)]
-        results.append(ProbeResult(
-            selector=sel, seed=seed, k=k, fraction=frac_of.get(k),
-            l2=float(sp.l2_grid_[chosen[i]]), val_acc=float(val_acc[i, chosen[i]]),
-            test_acc=float(np.mean(pred == y_test)),
-            per_class_acc=per_class_accuracy(np.searchsorted(sp.classes_, y_test),
-                                             proba.argmax(axis=1), n_classes),
-            n_steps=int(sp.n_passes_), fit_seconds=seconds,
-            test_pred=pred if bank.keep_predictions else None,
-            test_proba=proba if bank.keep_proba else None,
-        ))
-    return results
+    """The sizes ks of one coordinate family (neuron ``order``) by the bank's streaming twin
+    (:meth:`StreamingProbes.from_bank`); X_* are (n_*, d) matrices read by row slices."""
+    family = SubsetFamily(sel, seed, ks, indices=order, fractions=[frac_of[k] for k in ks])
+    sp = StreamingProbes.from_bank(bank, progress=progress)
+    return sp.fit(X_train, ytr, X_val, yva, [family]).evaluate(X_test, y_test)

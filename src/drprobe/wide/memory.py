@@ -34,13 +34,15 @@ budget is a third of the machine's physical memory.
 
 from __future__ import annotations
 
+import math
+import numbers
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from drprobe.errors import InvalidValueError
 from drprobe.probes.bank import DEFAULT_MAX_MEMORY_GB, working_set_bytes
-from drprobe.selectors import is_seeded
+from drprobe.selectors import is_seeded, selector_class, wide_refusal
 
 GIB = 2**30
 BUDGET_OPTION = "memory_budget_gb"  # the config key and analyze_layer's argument
@@ -50,15 +52,29 @@ STREAM_HISTORY = 10  # the streaming solver's L-BFGS history
 STREAM_CHUNK_BYTES = 64 * 2**20  # the streaming solver's row chunk (its ``chunk_bytes``)
 
 
-#: selectors whose families a wide layer trains together, in one bank call on materialised
-#: columns (neuron subsets in one order, and PCA coordinates); random projections come after,
-#: one family at a time
-TOGETHER = ("random", "prefix", "variance", "pca_top", "pca_least")
-
-
 def probe_families(selectors: Sequence[str], n_seeds: int) -> int:
-    """How many families (one per seed of a seeded selector) a wide layer trains together."""
-    return max(1, sum(int(n_seeds) if is_seeded(s) else 1 for s in selectors if s in TOGETHER))
+    """How many families (one per seed of a seeded selector) a wide layer trains together, in
+    one bank call on materialised columns: those of the selectors with a sample-space path
+    that yield neuron subsets or PCA coordinates (projections come after, one at a time)."""
+    return max(1, sum(int(n_seeds) if is_seeded(s) else 1 for s in selectors
+                      if wide_refusal(s) is None and selector_class(s).yields != "projection"))
+
+
+def budget_bytes(memory_budget_gb: float | None) -> int | None:
+    """The plan's budget in bytes for ``memory_budget_gb`` GiB (None stays None: the default,
+    :func:`default_budget_bytes`): the one check and unit conversion of that setting, whether it
+    comes from a config or from :func:`~drprobe.analysis.plan.layer_plan`'s callers.
+
+    Raises:
+        InvalidValueError: not a positive finite number (one line).
+    """
+    if memory_budget_gb is None:
+        return None
+    if (isinstance(memory_budget_gb, bool) or not isinstance(memory_budget_gb, numbers.Real)
+            or not 0 < memory_budget_gb < math.inf):
+        raise InvalidValueError(f"{BUDGET_OPTION} must be a positive number of GiB; got "
+                                f"{memory_budget_gb!r}")
+    return int(memory_budget_gb * GIB)
 
 
 def default_budget_bytes() -> int:
@@ -188,8 +204,6 @@ def plan_memory(
         if int(v) < 1:
             raise InvalidValueError(f"{name} must be >= 1; got {v}")
     budget = default_budget_bytes() if budget_bytes is None else int(budget_bytes)
-    if budget <= 0:
-        raise InvalidValueError(f"{BUDGET_OPTION} must be positive; got {budget / GIB:g} GiB")
     if ks is not None:
         n_sizes, sum_k = len(ks), int(sum(ks))
     else:
@@ -209,7 +223,7 @@ def plan_memory(
                                    itemsize),
                 streamed_bytes(sum(k for k in ks if k > limit), n_classes, n_l2))
     follow = "feature" if probes == "feature" else "sample"
-    stages = (["pca"] if any(s in ("pca_top", "pca_least") for s in selectors) else [])
+    stages = (["pca"] if any(selector_class(s).yields == "pca" for s in selectors) else [])
     plans = []
     for stage in stages + ["cka", "probes"]:
         path = probes if stage == "probes" else follow

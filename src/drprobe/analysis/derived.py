@@ -1,4 +1,4 @@
-"""Analyses beyond one :func:`~drprobe.experiment.analysis.analyze_layer` call: null baselines
+"""Analyses beyond one :func:`~drprobe.analysis.layer.analyze_layer` call: null baselines
 (the same analysis on features or labels without information) and an adaptive search for the
 critical fraction.
 """
@@ -12,32 +12,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from drprobe.errors import InvalidValueError
-from drprobe.experiment.analysis import LayerAnalysis, analyze_layer
+from drprobe.analysis.layer import LayerAnalysis, analyze_layer
+from drprobe.analysis.tasks import NULLS, null_inputs
 from drprobe.features.views import RowView
 from drprobe.metrics.redundancy import adaptive_critical_fraction
 from drprobe.probes import ProbeBank
 from drprobe.selectors import make_family
 from drprobe.sources.datasets import train_val_split
-
-NULLS = ("gaussian", "shuffled_labels")
-
-
-def null_inputs(
-    kind: str, X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray, seed: int = 0
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Train features, train labels and test features of a null baseline.
-
-    ``"gaussian"``: i.i.d. N(0, 1) features of the same shape (no information about the labels);
-    ``"shuffled_labels"``: the real features with the training labels permuted.
-    """
-    rng = np.random.default_rng(seed)
-    if kind == "gaussian":
-        return (rng.standard_normal(X_train.shape, dtype=np.float32), y_train,
-                rng.standard_normal(X_test.shape, dtype=np.float32))
-    if kind == "shuffled_labels":
-        return X_train, rng.permutation(y_train), X_test
-    raise InvalidValueError(f"unknown null baseline {kind!r}; valid choices: {', '.join(NULLS)}")
 
 
 def analyze_with_nulls(

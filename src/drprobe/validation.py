@@ -1,15 +1,20 @@
-"""One-line messages for pydantic validation errors of a config: the field path and the problem,
-with the valid fields or bounds named (``datasets[1].n_train: must be a positive integer``)."""
+"""Config validation with one-line errors: :func:`validate` runs a pydantic model and words its
+first problem as the field path and what would be valid
+(``datasets[1].n_train: must be a positive integer``)."""
 
 from __future__ import annotations
 
 import types
 import typing
-from typing import Annotated, Any, Union
+from typing import Annotated, Any, TypeVar, Union
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
-__all__ = ["describe_error"]
+from drprobe.errors import ConfigError
+
+__all__ = ["describe_error", "validate"]
+
+Model = TypeVar("Model", bound=BaseModel)
 
 
 def _args(annotation: Any) -> tuple:
@@ -104,3 +109,16 @@ def describe_error(root: type[BaseModel], err: dict) -> str:
     """``FIELD.PATH: problem`` for one pydantic error of a ``root`` model's validation."""
     loc, msg = _message(root, err)
     return f"{_path(loc)}: {msg}"
+
+
+def validate(root: type[Model], data: dict, source: str) -> Model:
+    """``root.model_validate(data)``, the first problem as one line ``SOURCE: FIELD: problem``.
+
+    Raises:
+        ConfigError: the first validation error, located and worded by :func:`describe_error`.
+    """
+    try:
+        return root.model_validate(data)
+    except ValidationError as err:
+        first = err.errors(include_url=False)[0]
+        raise ConfigError(f"{source}: {describe_error(root, first)}") from None

@@ -17,29 +17,27 @@ import numpy as np
 import pandas as pd
 
 from drprobe import __version__
+from drprobe.analysis.plan import layer_plan
+from drprobe.analysis.protocol import FaithfulProtocol, as_trainer
+from drprobe.analysis.summary import summarize
 from drprobe.errors import InvalidValueError
-from drprobe.experiment.grid import DEFAULT_SEEDS
-from drprobe.experiment.protocol import CachedProtocol, FaithfulProtocol, as_protocol
-from drprobe.experiment.summary import summarize
 from drprobe.features.views import RowView
 from drprobe.metrics.cka import debiased_linear_cka
 from drprobe.metrics.cka_stats import CrossProductStats
 from drprobe.metrics.efficiency import probe_params
 from drprobe.metrics.fairness import gini
 from drprobe.metrics.redundancy import DEFAULT_DELTAS
-from drprobe.probes import ProbeBank
+from drprobe.probes import ProbeTrainer
 from drprobe.selectors import (
-    PAPER_FRACTIONS,
     SELECTORS,
     is_seeded,
     make_family,
-    resolve_ks,
 )
+from drprobe.selectors.family import DEFAULT_SEEDS
 from drprobe.sources.datasets import train_val_split
-from drprobe.wide import MemoryPlan, plan_memory
+from drprobe.wide import MemoryPlan
 from drprobe.wide.columns import release
 from drprobe.wide.layer import analyze_wide, materialised_dtype
-from drprobe.wide.memory import GIB, probe_families
 
 #: Rows of the features read at a time by the finite check and the cross-product (CKA, PCA)
 #: accumulators.
@@ -122,7 +120,7 @@ def analyze_layer(
     split_seed: int = 0,
     n_boot: int = 500,
     context: Mapping[str, object] | None = None,
-    bank: ProbeBank | CachedProtocol | FaithfulProtocol | None = None,
+    bank: ProbeTrainer | FaithfulProtocol | None = None,
     progress: bool = True,
     memory_budget_gb: float | None = None,
     scratch_dir: str | None = None,
@@ -136,19 +134,23 @@ def analyze_layer(
         selectors: names from :data:`drprobe.selectors.SELECTORS`.
         fractions, counts: fractions of d in (0, 1] and/or neuron counts in [1, d]
             (:func:`~drprobe.selectors.resolve_ks`); neither: the paper's grid
-            :data:`~drprobe.selectors.PAPER_FRACTIONS`. The full layer is always added.
+            (:func:`~drprobe.selectors.family.probe_fractions`). The full layer is always added.
         seeds: seeds of the seeded selectors (the others use the first seed only).
         deltas: thresholds of DR_delta.
         context: extra constant columns for every row (model, layer, dataset, ...).
-        bank: how heads are trained (:mod:`drprobe.experiment.protocol`): a configured
-            :class:`ProbeBank` with ``keep_predictions=True`` (the ``cached`` protocol; default
-            ``ProbeBank(keep_predictions=True)``) or a :class:`FaithfulProtocol`. Its name is
-            recorded in every row's ``protocol``.
-        memory_budget_gb: the memory plan's budget (:func:`drprobe.wide.plan_memory`; default
+        bank: how heads are trained (:mod:`drprobe.analysis.protocol`): a probe trainer on
+            features (:class:`~drprobe.probes.ProbeTrainer` with ``space = "features"``, e.g.
+            a configured :class:`~drprobe.probes.ProbeBank` with ``keep_predictions=True``:
+            the ``cached`` protocol; default ``ProbeBank(keep_predictions=True)``) or a
+            :class:`FaithfulProtocol` (a trainer on images with its image splits). The
+            trainer's ``protocol`` is recorded in every row.
+        memory_budget_gb: the memory plan's budget in GiB (the one plan builder, shared with
+            the dry run: :func:`drprobe.analysis.plan.layer_plan`; default
             a third of the machine's memory), decided before any work: when the probes' n×n
             (sample-space) form is the smaller, or their feature-space form is over the budget,
-            the cached protocol runs through :func:`drprobe.wide.layer.analyze_wide` (CKA, PCA
-            and probes from Gram matrices, or the streaming solver); a stage with no path under
+            a trainer that declares ``wide_capable`` (the probe bank) runs through
+            :func:`drprobe.wide.layer.analyze_wide` (CKA, PCA and probes from Gram matrices, or
+            the streaming solver built from the bank's settings); a stage with no path under
             the budget is refused on one line. ``plan`` and ``timings`` of the result say what
             ran.
         scratch_dir: folder of the sample-space path's neuron-major copies (default: temp).
@@ -171,35 +173,31 @@ def analyze_layer(
         raise InvalidValueError(
             f"unknown selector {unknown[0]!r}; valid choices: {', '.join(sorted(SELECTORS))}"
         )
-    protocol = as_protocol(bank, progress)
+    bank_ = as_trainer(bank, progress)  # the probe trainer
     n_classes = len(np.unique(y_train))  # the probes' classes (test labels must be among them)
     d = X_train.shape[1]
-    if not fractions and not counts:
-        fractions = PAPER_FRACTIONS
-    ks, fracs = resolve_ks(d, fractions=sorted(set(fractions or ()) | {1.0}), counts=counts)
-
     tr_idx, va_idx = train_val_split(y_train, val_fraction, split_seed)
-    bank_ = getattr(protocol, "bank", None)
-    plan = plan_memory(
-        n_train=len(tr_idx), n_val=len(va_idx), n_test=len(y_test), d=d, n_classes=n_classes,
-        selectors=selectors, n_l2=len(np.atleast_1d(getattr(bank_, "l2_grid", (1.0,)))),
-        ks=ks, budget_bytes=None if memory_budget_gb is None else int(memory_budget_gb * GIB),
-        n_families=probe_families(selectors, len(seeds)),
-        itemsize=materialised_dtype(X_train).itemsize)
-    if isinstance(bank_, ProbeBank) and plan.path("probes") != "feature":
+    sizes = layer_plan(
+        d, n_train=len(tr_idx), n_val=len(va_idx), n_test=len(y_test), n_classes=n_classes,
+        selectors=selectors, fractions=fractions, counts=counts, seeds=seeds,
+        n_l2=bank_.n_penalties(),
+        memory_budget_gb=memory_budget_gb, itemsize=materialised_dtype(X_train).itemsize)
+    ks, fracs, plan = sizes.ks, sizes.fractions, sizes.memory
+    if bank_.wide_capable and plan.path("probes") != "feature":
         t0 = time.perf_counter()
         wide = analyze_wide(
             X_train, y_train, X_test, y_test, tr_idx, va_idx, selectors=selectors, ks=ks,
             fractions=fracs, seeds=seeds, bank=bank_, probes_path=plan.path("probes"),
             budget_bytes=plan.budget_bytes, scratch_dir=scratch_dir, progress=progress)
         wide.seconds["total"] = time.perf_counter() - t0
-        return _assemble(wide.probes, wide.cka, wide.cka_debiased, 0.0, protocol.name, d,
+        return _assemble(wide.probes, wide.cka, wide.cka_debiased, 0.0, bank_.protocol, d,
                          n_classes, (len(tr_idx), len(va_idx), len(y_test)), y_test, context,
                          deltas, n_boot, plan, wide.seconds)
     Xtr, Xva, Xte = RowView(X_train, tr_idx), RowView(X_train, va_idx), RowView(X_test)
     ytr, yva = y_train[tr_idx], y_train[va_idx]
 
-    cka_device = None if protocol.device == "cpu" else protocol.device  # cross products there
+    device = bank_.compute_device()
+    cka_device = None if device == "cpu" else device  # cross products there
     t0 = time.perf_counter()
     train_stats = CrossProductStats.from_array(Xtr, STATS_BLOCK_ROWS, debiased=False,
                                                device=cka_device)  # also the PCA bases
@@ -211,13 +209,14 @@ def analyze_layer(
     ]
     select_seconds = time.perf_counter() - t0
 
-    protocol.train(X_train, y_train, tr_idx, va_idx, families)
-    probes = protocol.evaluate(X_test, y_test)
+    inputs = (Xtr, Xva, Xte) if bank_.space == "features" else \
+        bank.inputs(y_train, tr_idx, va_idx, y_test)  # an images trainer: FaithfulProtocol
+    probes = bank_.fit(inputs[0], ytr, inputs[1], yva, families).evaluate(inputs[2], y_test)
 
     test_stats = CrossProductStats.from_array(Xte, STATS_BLOCK_ROWS, device=cka_device)
     cka = {(f.selector, f.seed): dict(zip(f.ks, test_stats.family_cka(f))) for f in families}
     cka_db = {(f.selector, f.seed): _debiased_family_cka(test_stats, f, Xte) for f in families}
-    return _assemble(probes, cka, cka_db, select_seconds, protocol.name, d, n_classes,
+    return _assemble(probes, cka, cka_db, select_seconds, bank_.protocol, d, n_classes,
                      (len(tr_idx), len(va_idx), len(y_test)), y_test, context, deltas, n_boot,
                      plan, {})
 

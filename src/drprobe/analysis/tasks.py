@@ -29,7 +29,7 @@ import numpy as np
 from drprobe.errors import InvalidValueError
 
 __all__ = ["GROUPINGS", "NULLS", "apply_task", "check_grouping", "group_labels",
-           "resolve_grouping"]
+           "null_inputs", "resolve_grouping"]
 
 #: Named label groupings (original class -> group).
 GROUPINGS: dict[str, dict[int, int]] = {
@@ -101,14 +101,29 @@ def apply_task(
 
     ``labels`` regroups both splits' labels first; ``null`` then replaces the features by
     Gaussian noise or permutes the training labels (seeded by ``seed``; see
-    :func:`drprobe.experiment.derived.null_inputs`). With neither, the inputs come back as they
+    :func:`null_inputs`). With neither, the inputs come back as they
     are (memmaps stay memmaps).
     """
     if labels is not None:
         grouping = resolve_grouping(labels)
         y_train, y_test = group_labels(y_train, grouping), group_labels(y_test, grouping)
     if null is not None:
-        from drprobe.experiment.derived import null_inputs
-
         X_train, y_train, X_test = null_inputs(null, X_train, y_train, X_test, seed)
     return X_train, y_train, X_test, y_test
+
+
+def null_inputs(
+    kind: str, X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Train features, train labels and test features of a null baseline.
+
+    ``"gaussian"``: i.i.d. N(0, 1) features of the same shape (no information about the labels);
+    ``"shuffled_labels"``: the real features with the training labels permuted.
+    """
+    rng = np.random.default_rng(seed)
+    if kind == "gaussian":
+        return (rng.standard_normal(X_train.shape, dtype=np.float32), y_train,
+                rng.standard_normal(X_test.shape, dtype=np.float32))
+    if kind == "shuffled_labels":
+        return X_train, rng.permutation(y_train), X_test
+    raise InvalidValueError(f"unknown null baseline {kind!r}; valid choices: {', '.join(NULLS)}")

@@ -1,0 +1,81 @@
+"""Plain helpers that several test files share (fixtures live in conftest.py).
+
+Import them as ``from helpers import ...``: pytest puts this folder on ``sys.path``, as it does
+for ``report_runs``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from drprobe.cli import main
+
+#: The job ids of :func:`tiny_config`, in the order the runner plans them.
+TINY_JOBS = ["mobilenet_v2-pretrained-digits-features.14",
+             "mobilenet_v2-random-digits-features.14"]
+
+
+def tiny_config(name: str, *, n_train: int = 300, n_test: int = 150, **extra: object) -> dict:
+    """A fresh experiment config dict: MobileNetV2 pretrained and random at ``features.14`` on
+    scikit-learn's digits at 32 px, fractions 0.1 and 0.5 (and the full layer), seeds 1 and 2.
+
+    Two jobs (:data:`TINY_JOBS`), 2 x 2 x 3 = 12 probes. ``extra`` keys (``resources``,
+    ``protocol``, ...) are added at the end, after ``seeds``.
+    """
+    return {
+        "name": name,
+        "models": [{"spec": "builtin:mobilenet_v2", "weights": ["pretrained", "random"]}],
+        "layers": ["features.14"],
+        "datasets": [{"name": "digits", "n_train": n_train, "n_test": n_test,
+                      "image_size": 32}],
+        "fractions": [0.1, 0.5],
+        "seeds": [1, 2],
+        **extra,
+    }
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    """Run ``drprobe ARGV`` in this process: (exit status, stdout, stderr)."""
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def one_line(err: pytest.ExceptionInfo) -> str:
+    """The message of a raised error, checked to be one non-empty line."""
+    message = str(err.value)
+    assert "\n" not in message and message, repr(message)
+    return message
+
+
+class SliceRecorder:
+    """An array stand-in, shape ``data.shape``, that records the ``(start, stop)`` of every
+    slice read from it (``reads``), so a test can see which batches were read and when.
+    """
+
+    def __init__(self, data: np.ndarray) -> None:
+        self.data, self.shape = data, data.shape
+        self.reads: list[tuple[int | None, int | None]] = []
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, item: slice) -> np.ndarray:
+        self.reads.append((item.start, item.stop))
+        return self.data[item]
+
+    @property
+    def starts(self) -> list[int | None]:
+        """The first row of every read, in read order."""
+        return [start for start, _stop in self.reads]
+
+
+def relu_task(n: int, d: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Made data for the wide-layer tests: (n, d) float32 ReLU features of a 6-dim latent (plus
+    noise) and (n,) labels in 0..2 read off the latent's first three coordinates."""
+    rng = np.random.default_rng(seed)
+    latent = rng.normal(size=(n, 6))
+    y = np.argmax(latent[:, :3] + 0.7 * rng.normal(size=(n, 3)), axis=1)
+    X = np.maximum(latent @ rng.normal(size=(6, d)) + rng.normal(size=(n, d)) + 0.5, 0.0)
+    return X.astype(np.float32), y
