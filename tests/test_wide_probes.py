@@ -10,12 +10,12 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 
 from drprobe.errors import InvalidValueError
+from drprobe.features.views import RowView
 from drprobe.probes import ProbeBank, sklearn_objective
 from drprobe.selectors import SubsetFamily, resolve_ks
 from drprobe.wide import ColumnReader, StreamingProbes, plan_memory
 from drprobe.wide.dual_probe import sample_space_probes
 from drprobe.wide.memory import GIB, bank_bytes, materialised_bytes, streaming_bank_limit
-from drprobe.wide.streaming import RowSubset
 
 L2 = (1e-2, 1e-1)
 
@@ -85,10 +85,10 @@ def test_streaming_probes_match_sklearn_and_the_bank(tmp_path, dtype, tol, rel, 
     sp = StreamingProbes(l2_grid=L2, tol=tol, max_passes=500, chunk_bytes=16_000, n_threads=1,
                          dtype=dtype)
     # the rows of one memmap, read in chunks of a few rows: many chunks per pass
-    sp.fit(RowSubset(Xm, tr), y[tr], RowSubset(Xm, va), y[va], [fam])
+    sp.fit(RowView(Xm, tr, None), y[tr], RowView(Xm, va, None), y[va], [fam])
     (fit,) = sp.fitted_
     assert fit.converged
-    logits = sp.decision_function(RowSubset(Xm, te))
+    logits = sp.decision_function(RowView(Xm, te, None))
     X64 = X.astype(np.float64)
     for i, k in enumerate(ks):
         S = order[:k]

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import types
 import typing
+from collections.abc import Callable
 from typing import Annotated, Any, TypeVar, Union
 
-from pydantic import BaseModel, ValidationError
+from pydantic import AfterValidator, BaseModel, ValidationError
 
-from drprobe.errors import ConfigError
+from drprobe.errors import ConfigError, DrprobeError
 
-__all__ = ["describe_error", "validate"]
+__all__ = ["checked_by", "describe_error", "validate"]
 
 Model = TypeVar("Model", bound=BaseModel)
 
@@ -122,3 +123,16 @@ def validate(root: type[Model], data: dict, source: str) -> Model:
     except ValidationError as err:
         first = err.errors(include_url=False)[0]
         raise ConfigError(f"{source}: {describe_error(root, first)}") from None
+
+
+def checked_by(check: Callable[[Any], Any]) -> AfterValidator:
+    """A field validator running ``check``, the setting's own check shared with the code that
+    uses it (the same one-line message, located by the config's field path); keeps the value.
+    Use as ``Annotated[T, checked_by(check)]``."""
+    def run(value: Any) -> Any:
+        try:
+            check(value)
+        except DrprobeError as err:
+            raise ValueError(str(err)) from None
+        return value
+    return AfterValidator(run)

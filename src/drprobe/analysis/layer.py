@@ -21,7 +21,7 @@ from drprobe.analysis.plan import layer_plan
 from drprobe.analysis.protocol import FaithfulProtocol, as_trainer
 from drprobe.analysis.summary import summarize
 from drprobe.errors import InvalidValueError
-from drprobe.features.views import RowView
+from drprobe.features.views import RowView, release
 from drprobe.metrics.cka import debiased_linear_cka
 from drprobe.metrics.cka_stats import CrossProductStats
 from drprobe.metrics.efficiency import probe_params
@@ -36,7 +36,6 @@ from drprobe.selectors import (
 from drprobe.selectors.family import DEFAULT_SEEDS
 from drprobe.sources.datasets import train_val_split
 from drprobe.wide import MemoryPlan
-from drprobe.wide.columns import release
 from drprobe.wide.layer import analyze_wide, materialised_dtype
 
 #: Rows of the features read at a time by the finite check and the cross-product (CKA, PCA)

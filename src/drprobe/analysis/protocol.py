@@ -10,7 +10,7 @@ y_train, X_val, y_val, families)``, ``evaluate(X_test, y_test)``) and declares w
 - ``"images"`` (:class:`~drprobe.probes.faithful.FaithfulBank`, ``faithful``): the images those
   rows came from, which the analysis gets from :class:`FaithfulProtocol` -- the trainer with the
   image splits the job extracted the features from (same rows, same order), read as lazy row
-  views of the images (:class:`~drprobe.wide.streaming.RowSubset`, no copy).
+  views of the images (:class:`~drprobe.features.views.RowView` in their own dtype, no copy).
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 
 from drprobe.errors import InvalidValueError
+from drprobe.features.views import RowView
 from drprobe.probes import ProbeBank, ProbeTrainer
-from drprobe.wide.streaming import RowSubset
 
 __all__ = ["FaithfulProtocol", "as_trainer"]
 
@@ -43,7 +43,7 @@ class FaithfulProtocol:
     test: Any
 
     def inputs(self, y_train: np.ndarray, train_idx: np.ndarray, val_idx: np.ndarray,
-               y_test: np.ndarray) -> tuple[RowSubset, RowSubset, Any]:
+               y_test: np.ndarray) -> tuple[RowView, RowView, Any]:
         """The images standing for the feature rows: (train rows, validation rows, test),
         after checking that the splits' labels are the features' labels, row for row."""
         for what, split, y in (("training", self.train, y_train), ("test", self.test, y_test)):
@@ -52,7 +52,8 @@ class FaithfulProtocol:
                 raise InvalidValueError(
                     f"the faithful protocol's {len(labels)} {what} images are not the rows of "
                     f"the {len(y)} cached features; pass the subsample the features came from")
-        return (RowSubset(self.train.images, train_idx), RowSubset(self.train.images, val_idx),
+        return (RowView(self.train.images, train_idx, None),
+                RowView(self.train.images, val_idx, None),
                 self.test.images)
 
 

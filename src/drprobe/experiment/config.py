@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 import yaml
@@ -39,7 +38,7 @@ from drprobe.probes import faithful_settings as fs
 from drprobe.probes.bank import DEFAULT_L2_GRID, DEFAULT_TOL
 from drprobe.selectors import DEFAULT_SEEDS
 from drprobe.selectors.family import check_fraction
-from drprobe.validation import validate
+from drprobe.validation import checked_by, validate
 from drprobe.wide.memory import budget_bytes
 
 __all__ = ["DatasetConfig", "ExperimentConfig", "ModelConfig", "ProbeConfig", "Resources",
@@ -65,23 +64,11 @@ def _in_unit(value: float, closed: bool) -> float:
     return value
 
 
-def _by(check: Callable[[Any], Any]) -> AfterValidator:
-    """A field validator running ``check``, the setting's own check shared with the code that
-    uses it (same one-line message, located by the config's field path); keeps the value."""
-    def run(value: Any) -> Any:
-        try:
-            check(value)
-        except DrprobeError as err:
-            raise ValueError(str(err)) from None
-        return value
-    return AfterValidator(run)
-
-
 #: A fraction in (0, 1] (deltas) and one in (0, 1) (validation share).
 UnitFraction = Annotated[float, AfterValidator(lambda v: _in_unit(v, True))]
 OpenFraction = Annotated[float, AfterValidator(lambda v: _in_unit(v, False))]
 #: A fraction of a layer's neurons, checked by the selectors' own check.
-NeuronFraction = Annotated[float, _by(check_fraction)]
+NeuronFraction = Annotated[float, checked_by(check_fraction)]
 
 
 class ModelConfig(_Strict):
@@ -151,7 +138,7 @@ class DatasetConfig(_Strict):
     image_size: PositiveInt | None = None
     data_root: str | None = None
     label: str | None = Field(None, min_length=1)
-    labels: Annotated[str | dict[int, int], _by(resolve_grouping)] | None = None
+    labels: Annotated[str | dict[int, int], checked_by(resolve_grouping)] | None = None
     baseline: Literal["gaussian", "shuffled_labels"] | None = None
 
     @field_validator("name")
@@ -242,9 +229,9 @@ class ExperimentConfig(_Strict):
         default_factory=lambda: list(DEFAULT_DELTAS), min_length=1)
     probe: ProbeConfig = Field(default_factory=ProbeConfig)
     faithful: FaithfulConfig = Field(default_factory=FaithfulConfig)
-    device: Annotated[str, _by(lambda d: check_device(d, mps=False))] = "cpu"
+    device: Annotated[str, checked_by(lambda d: check_device(d, mps=False))] = "cpu"
     resources: Resources = Field(default_factory=Resources)
-    memory_budget_gb: Annotated[float, _by(budget_bytes)] | None = None
+    memory_budget_gb: Annotated[float, checked_by(budget_bytes)] | None = None
 
     @field_validator("pooling")
     @classmethod

@@ -18,6 +18,7 @@ from drprobe.experiment.cost import task_sizes
 from drprobe.experiment.plan import Job
 from drprobe.features import PRECOMPUTED
 from drprobe.sources import models
+from drprobe.sources.datasets import validation_size
 from drprobe.wide.widths import layer_width
 
 __all__ = ["JobPlan", "job_plan", "job_plans"]
@@ -51,8 +52,7 @@ def job_plan(config: ExperimentConfig, job: Job, d: int) -> LayerPlan:
     if sizes.n_train is None or sizes.n_test is None:
         raise InvalidValueError(f"the size of dataset {data.name!r} is unknown before loading "
                                 "it; give its n_train and n_test")
-    # the validation part as train_val_split carves it: round(f·N), at least 1, at most N - 1
-    n_val = min(max(round(config.probe.val_fraction * sizes.n_train), 1), sizes.n_train - 1)
+    n_val = validation_size(sizes.n_train, config.probe.val_fraction)  # as the run splits
     return layer_plan(
         d, n_train=sizes.n_train - n_val, n_val=n_val, n_test=sizes.n_test,
         n_classes=sizes.n_classes, selectors=config.selectors, fractions=config.fractions,

@@ -30,10 +30,10 @@ from pydantic import (
 )
 
 from drprobe.devices import check_device
-from drprobe.errors import ConfigError, DrprobeError
+from drprobe.errors import ConfigError
 from drprobe.files import read_yaml
 from drprobe.sources import smallnets
-from drprobe.validation import validate
+from drprobe.validation import checked_by, validate
 
 __all__ = ["Adversarial", "Arch", "Data", "DeCov", "Matryoshka", "Optimizer", "PretrainConfig",
            "Recipe", "Variant", "load_pretrain_config", "parse_pretrain_config"]
@@ -236,19 +236,11 @@ class PretrainConfig(_Strict):
     epochs: PositiveInt = 5
     batch_size: PositiveInt = 128
     optimizer: Optimizer = Field(default_factory=Optimizer)
-    device: str = "auto"
+    device: Annotated[str, checked_by(lambda d: check_device(d, mps=False))] = "auto"
     seeds: list[Annotated[int, Field(strict=True, ge=0)]] = Field(
         default_factory=lambda: [0, 1, 2], min_length=1)
     variants: list[Variant] = Field(
         default_factory=lambda: [Variant(name="ce")], min_length=1)
-
-    @field_validator("device")
-    @classmethod
-    def _device_form(cls, device: str) -> str:
-        try:
-            return check_device(device, mps=False)
-        except DrprobeError as err:
-            raise ValueError(str(err)) from None
 
     @field_validator("seeds")
     @classmethod

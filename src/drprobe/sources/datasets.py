@@ -42,6 +42,7 @@ from drprobe.sources.data.base import (
     stratified_subsample,
     subsample,
     train_val_split,
+    validation_size,
 )
 from drprobe.sources.data.cifar import load_cifar10, load_cifar100
 from drprobe.sources.data.hf import load_hf
@@ -67,7 +68,7 @@ __all__ = [
     "FASHION_MNIST_DEFAULT_ROOT", "FASHION_MNIST_ENV", "IDX_DTYPES", "MNIST_FETCH", "PREFIXES",
     "SPLITS", "Dataset", "ImageDataset", "TextDataset", "available_datasets", "load_dataset",
     "load_precomputed", "parse_idx", "parse_spec", "read_idx", "read_precomputed",
-    "stratified_subsample", "subsample", "train_val_split",
+    "stratified_subsample", "subsample", "train_val_split", "validation_size",
 ]
 
 Loader = Callable[..., Dataset]

@@ -15,7 +15,6 @@ resident set does not grow with the files either (they stay in the kernel's page
 
 from __future__ import annotations
 
-import mmap
 import os
 import sys
 import tempfile
@@ -27,25 +26,10 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from drprobe.errors import InvalidValueError
+from drprobe.features.views import release
 
 CHUNK_BYTES = 64 * 2**20  # rows of X copied per step while writing the scratch file
 IN_MEMORY_BYTES = 256 * 2**20  # selected rows up to this size are simply held in memory
-
-
-def release(X: Any) -> None:
-    """Drop the resident pages of a memory-mapped array from this process (no-op otherwise).
-
-    The data stays in the page cache (a read-only or shared mapping loses nothing); only the
-    process's resident set shrinks back.
-    """
-    handle = getattr(X, "_mmap", None)
-    if handle is None and isinstance(getattr(X, "base", None), mmap.mmap):
-        handle = X.base
-    if isinstance(handle, mmap.mmap) and hasattr(mmap, "MADV_DONTNEED"):
-        try:
-            handle.madvise(mmap.MADV_DONTNEED)
-        except (OSError, ValueError):  # pragma: no cover - closed or unsupported mapping
-            pass
 
 
 def _remove(path: str) -> None:

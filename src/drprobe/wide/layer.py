@@ -37,6 +37,7 @@ from typing import Any, Self
 import numpy as np
 
 from drprobe.errors import InvalidValueError
+from drprobe.features.views import RowView
 from drprobe.probes import ProbeBank, ProbeResult
 from drprobe.selectors import SubsetFamily, is_seeded, selector_class, wide_refusal, wide_selectors
 from drprobe.selectors.pca import clip_to_rank
@@ -46,7 +47,7 @@ from drprobe.wide.dual_probe import FeatureBlock, probe_blocks, sample_space_pro
 from drprobe.wide.gram import DEFAULT_BLOCK, cka_from_grams, nested_cross_grams, nested_gram_cka
 from drprobe.wide.memory import probe_families, streaming_bank_limit
 from drprobe.wide.projections import project
-from drprobe.wide.streaming import RowSubset, StreamingProbes
+from drprobe.wide.streaming import StreamingProbes
 
 
 @dataclass
@@ -174,10 +175,9 @@ def analyze_wide(
                 bank, train, ytr, val, yva, test, y_test, coords, large,
                 fractions=[frac_of[k] for k in large], block=block, progress=progress)
         elif large and coords:
-            for sel, seed, order in coords:
-                out.probes += _streaming(bank, RowSubset(X_train, tr_idx), ytr,
-                                         RowSubset(X_train, va_idx), yva, X_test, y_test, sel,
-                                         seed, order, large, frac_of, progress)
+            out.probes += _streaming(bank, RowView(X_train, tr_idx, None), ytr,
+                                     RowView(X_train, va_idx, None), yva, X_test, y_test, coords,
+                                     large, frac_of, progress)
         out.seconds[f"probes_{probes_path}"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         for sel, seed, _ in families:
@@ -192,9 +192,10 @@ def analyze_wide(
 
 def _projection_family(
     bank: ProbeBank, sel: str, draws: str, seed: int, X_train: Any, ytr: np.ndarray,
-    yva: np.ndarray, X_test: Any, y_test: np.ndarray, tr_idx: np.ndarray, va_idx: np.ndarray, ks: list[int],
-    small: list[int], large: list[int], frac_of: dict[int, float], K_test: np.ndarray,
-    probes_path: str, block: int, scratch_dir: Any, progress: bool, out: WideOutput,
+    yva: np.ndarray, X_test: Any, y_test: np.ndarray, tr_idx: np.ndarray, va_idx: np.ndarray,
+    ks: list[int], small: list[int], large: list[int], frac_of: dict[int, float],
+    K_test: np.ndarray, probes_path: str, block: int, scratch_dir: Any, progress: bool,
+    out: WideOutput,
 ) -> list[ProbeResult]:
     """One random-projection family (selector ``sel``, drawn by kind ``draws``): the rows
     projected onto its first max(ks) directions (:func:`~drprobe.wide.projections.project`,
@@ -229,7 +230,7 @@ def _projection_family(
                 fractions=[frac_of[k] for k in large], block=block, progress=progress)
         elif large:
             probes += _streaming(bank, Z.array[:n_tr], ytr, Z.array[n_tr:], yva, Z_test.array,
-                                 y_test, sel, seed, order, large, frac_of, progress)
+                                 y_test, [(sel, seed, order)], large, frac_of, progress)
     return probes
 
 
@@ -286,11 +287,13 @@ def _pca_block(
 
 def _streaming(
     bank: ProbeBank, X_train: Any, ytr: np.ndarray, X_val: Any, yva: np.ndarray, X_test: Any,
-    y_test: np.ndarray, sel: str, seed: int, order: np.ndarray, ks: list[int],
+    y_test: np.ndarray, coords: Sequence[tuple[str, int, np.ndarray]], ks: list[int],
     frac_of: dict[int, float], progress: bool,
 ) -> list[ProbeResult]:
-    """The sizes ks of one coordinate family (neuron ``order``) by the bank's streaming twin
-    (:meth:`StreamingProbes.from_bank`); X_* are (n_*, d) matrices read by row slices."""
-    family = SubsetFamily(sel, seed, ks, indices=order, fractions=[frac_of[k] for k in ks])
+    """The sizes ks of the coordinate families ``coords`` ((selector, seed, neuron order) each)
+    by the bank's streaming twin (:meth:`StreamingProbes.from_bank`), one family after another;
+    X_* are (n_*, d) matrices read by row slices."""
+    families = [SubsetFamily(sel, seed, ks, indices=order, fractions=[frac_of[k] for k in ks])
+                for sel, seed, order in coords]
     sp = StreamingProbes.from_bank(bank, progress=progress)
-    return sp.fit(X_train, ytr, X_val, yva, [family]).evaluate(X_test, y_test)
+    return sp.fit(X_train, ytr, X_val, yva, families).evaluate(X_test, y_test)

@@ -29,42 +29,15 @@ import torch
 from tqdm.auto import tqdm
 
 from drprobe.errors import InvalidValueError
+from drprobe.features.views import release
 from drprobe.probes import DEFAULT_L2_GRID, ProbeBank, ProbeResult, ProbeTrainer, probe_result
 from drprobe.probes import inputs as probe_inputs
 from drprobe.probes.bank import DEFAULT_TOL, torch_threads
 from drprobe.selectors import SubsetFamily
-from drprobe.wide.columns import release
 from drprobe.wide.gram import CONSTANT_RTOL, check_nested
 from drprobe.wide.memory import STREAM_CHUNK_BYTES, STREAM_HISTORY
 
-__all__ = ["RowSubset", "StreamingProbes"]
-
-
-class RowSubset:
-    """Rows ``rows`` of an array or memmap X (n_all, ...) in X's own dtype, without copying X:
-    ``view[key]`` (a slice or an array of positions) reads X[rows[key]] and releases a memmap's
-    pages. The streaming trainer reads the train and validation rows of one feature matrix
-    through it, the faithful trainer the rows of an image array. Memory: the (n,) positions."""
-
-    def __init__(self, X: Any, rows: Any) -> None:
-        self.X = X
-        self.rows = np.asarray(rows, dtype=np.int64)
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return (len(self.rows), *self.X.shape[1:])
-
-    @property
-    def dtype(self) -> np.dtype:
-        return np.dtype(self.X.dtype)
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitem__(self, key: Any) -> np.ndarray:
-        out = np.asarray(self.X[self.rows[key]])
-        release(self.X)
-        return out
+__all__ = ["StreamingProbes"]
 
 
 @dataclass
@@ -93,15 +66,16 @@ class StreamingFit:
 
 
 class StreamingProbes(ProbeTrainer):
-    """Logistic probes on coordinate families × an L2 grid, trained by streaming L-BFGS.
+    r"""Logistic probes on coordinate families × an L2 grid, trained by streaming L-BFGS.
 
     A :class:`~drprobe.probes.contract.ProbeTrainer` on features (protocol ``cached``):
     ``fit(X_train, y_train, X_val, y_val, families)`` takes coordinate families only (a
     :class:`~drprobe.selectors.SubsetFamily` with ``indices``; its sizes are nested prefixes),
     trains every family's probes and selects each size's λ on (X_val, y_val);
     ``evaluate(X_test, y_test)`` scores the selected probes. X_* are (n_*, d) matrices read by
-    row slices (``X[a:b]``): arrays, memmaps, :class:`RowSubset` or
-    :class:`~drprobe.features.views.RowView` — never loaded whole. :meth:`from_bank` gives the
+    row slices (``X[a:b]``): arrays, memmaps or
+    :class:`~drprobe.features.views.RowView`\ s (``dtype=None``: the rows' own dtype) — never
+    loaded whole. :meth:`from_bank` gives the
     streaming trainer of a :class:`~drprobe.probes.ProbeBank`'s settings (the wide path's).
 
     ``n_threads``: torch intra-op threads while training (None: torch's setting), as for

@@ -136,13 +136,27 @@ def stratified_subsample(labels: np.ndarray, n: int | None, seed: int) -> np.nda
     return np.sort(np.concatenate(chosen)).astype(np.int64)
 
 
+def validation_size(total: int, val_fraction: float) -> int:
+    """How many of ``total`` items :func:`train_val_split` holds out: ``round(val_fraction *
+    total)``, at least 1 and at most total - 1 (known before any label is read).
+
+    Raises:
+        InvalidValueError: ``val_fraction`` outside (0, 1), or fewer than 2 items.
+    """
+    if not 0.0 < float(val_fraction) < 1.0:
+        raise InvalidValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    if total < 2:
+        raise InvalidValueError(f"need at least 2 items to split, got {total}")
+    return min(max(round(val_fraction * total), 1), total - 1)
+
+
 def train_val_split(
     labels: np.ndarray, val_fraction: float, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Stratified split of positions into (train, val); disjoint, covering, sorted.
 
-    The validation part has ``round(val_fraction * N)`` items (at least 1, at most N - 1)
-    drawn with :func:`stratified_subsample`; the rest is train.
+    The validation part has :func:`validation_size` items (``round(val_fraction * N)``, at
+    least 1, at most N - 1) drawn with :func:`stratified_subsample`; the rest is train.
 
     Args:
         labels: (N,) class labels, N >= 2.
@@ -153,13 +167,8 @@ def train_val_split(
         (train_idx, val_idx), sorted ``int64`` arrays.
     """
     labels = _check_labels(labels)
-    if not 0.0 < float(val_fraction) < 1.0:
-        raise InvalidValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
     total = labels.shape[0]
-    if total < 2:
-        raise InvalidValueError(f"need at least 2 items to split, got {total}")
-    n_val = min(max(round(val_fraction * total), 1), total - 1)
-    val = stratified_subsample(labels, n_val, seed)
+    val = stratified_subsample(labels, validation_size(total, val_fraction), seed)
     mask = np.ones(total, dtype=bool)
     mask[val] = False
     return np.flatnonzero(mask).astype(np.int64), val
