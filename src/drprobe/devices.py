@@ -4,17 +4,25 @@ Two uses, one wording: feature extraction runs on any of :data:`EXTRACTION_DEVIC
 may pick MPS); probes -- the probe bank, the faithful heads, pretraining -- run on
 :data:`PROBE_DEVICES` (CPU or CUDA): there ``mps`` is refused by :func:`check_device` with the
 same one line everywhere (``auto`` still picks MPS for extraction and CUDA or the CPU for probes).
+
+:func:`one_blas_thread` is the one place where numpy's BLAS / LAPACK threads are fixed: results
+that must not depend on the machine's core count or load (PCA bases, cross products) are
+computed inside it (docs/reliability.md, "Same results whatever the thread count").
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
+from threadpoolctl import threadpool_limits
 
 from drprobe.errors import InvalidValueError
 
-__all__ = ["EXTRACTION_DEVICES", "PROBE_DEVICES", "check_device", "resolve_device"]
+__all__ = ["EXTRACTION_DEVICES", "PROBE_DEVICES", "check_device", "one_blas_thread",
+           "resolve_device", "torch_threads"]
 
 #: The device names feature extraction accepts, and those probes accept (no MPS).
 EXTRACTION_DEVICES = ("auto", "cpu", "cuda", "cuda:N", "mps")
@@ -82,3 +90,33 @@ def resolve_device(
     if dev.type == "mps" and not _mps_available():
         raise InvalidValueError(f"device {device!r} is not available here; valid: auto, cpu")
     return dev
+
+
+@contextmanager
+def one_blas_thread() -> Iterator[None]:
+    """Run the block with one thread in every BLAS / LAPACK library numpy and scipy loaded
+    (restored afterwards).
+
+    A multi-threaded BLAS splits a product or an eigendecomposition into pieces whose number is
+    the thread count, and rounds each split differently: ``eigh`` and even ``A @ B`` then change
+    in their last bits with OMP/OPENBLAS/MKL_NUM_THREADS or the machine's core count, which moves
+    a PCA basis and, downstream, a probe's tied L2 choice. One thread has one order: the same
+    bits on any machine, quiet or loaded. Torch's own threads are the probe bank's
+    ``n_threads``.
+    """
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
+
+
+@contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run the block with ``n`` torch intra-op threads (None: leave the setting alone)."""
+    if n is None:
+        yield
+        return
+    old = torch.get_num_threads()
+    torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)

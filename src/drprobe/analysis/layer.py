@@ -20,6 +20,7 @@ from drprobe import __version__
 from drprobe.analysis.plan import layer_plan
 from drprobe.analysis.protocol import FaithfulProtocol, as_trainer
 from drprobe.analysis.summary import summarize
+from drprobe.devices import one_blas_thread
 from drprobe.errors import InvalidValueError
 from drprobe.features.views import RowView, release
 from drprobe.metrics.cka import debiased_linear_cka
@@ -255,4 +256,5 @@ def _debiased_family_cka(stats: CrossProductStats, family, X: RowView) -> dict[i
         values = stats.subset_cka_debiased([family.indices[:k] for k in family.ks])
         return dict(zip(family.ks, values))
     X = np.asarray(X)
-    return {k: debiased_linear_cka(X, family.transform(X, k)) for k in family.ks}
+    with one_blas_thread():  # the same bits whatever the machine's thread count
+        return {k: debiased_linear_cka(X, family.transform(X, k)) for k in family.ks}

@@ -4,6 +4,8 @@ One pass over the features (n, d) accumulates C = XᵀX (and, for the debiased e
 more d x d moment matrices); the CKA of any coordinate subset or projection of X against X then
 comes from slices of those matrices (docs/science.md), with no second pass over the data.
 Peak memory: 2 (linear) or 4 (debiased) d x d float64 matrices, independent of n.
+Numpy products run on one BLAS thread (:func:`~drprobe.devices.one_blas_thread`): the same bits
+whatever the thread count or the machine's load.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from drprobe.devices import one_blas_thread
 from drprobe.errors import InvalidValueError
 from drprobe.metrics.cka import _as_f64, _host, _hsic_u, _on_device, _ratio
 from drprobe.selectors import SubsetFamily
@@ -113,6 +116,7 @@ class CrossProductStats:
         if self.debiased:
             self._T, self._M = np.zeros((d, d)), np.zeros((d, d))
 
+    @one_blas_thread()
     def update(self, X_batch: Any) -> CrossProductStats:
         """Add a batch of rows (b, d) (any float dtype, memmap or torch tensor); returns self."""
         Xb = _as_f64(X_batch, "X_batch") if self.device is None else _on_device(X_batch, self.device)
@@ -241,6 +245,7 @@ class CrossProductStats:
         return self._cache["C2"], self._cache["rowsq"], self._cache["normC"]
 
     # ----------------------------------------------------------------- CKA of many subsets
+    @one_blas_thread()
     def subset_cka(
         self, indices_list: Iterable[Sequence[int] | np.ndarray], chunk: int = 256
     ) -> np.ndarray:
@@ -255,6 +260,7 @@ class CrossProductStats:
             out[lo:lo + chunk] = _ratio(b @ rowsq, block, norm_c**2)
         return out
 
+    @one_blas_thread()
     def subset_cka_debiased(
         self, indices_list: Iterable[Sequence[int] | np.ndarray], chunk: int = 256
     ) -> np.ndarray:
@@ -277,6 +283,7 @@ class CrossProductStats:
             out[lo:lo + chunk] = _ratio(h_kl, h_kk, h_ll)
         return out
 
+    @one_blas_thread()
     def family_cka(self, family: SubsetFamily, debiased: bool = False) -> np.ndarray:
         """(len(family.ks),) CKA of each nested map of ``family`` against the full layer.
 

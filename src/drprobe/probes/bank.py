@@ -11,15 +11,14 @@ from __future__ import annotations
 import math
 import sys
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from drprobe.devices import resolve_device
+from drprobe.devices import resolve_device, torch_threads
 from drprobe.errors import InvalidValueError
 from drprobe.probes import design, inputs
 from drprobe.probes.contract import ProbeTrainer
@@ -44,20 +43,6 @@ def working_set_bytes(n_rows: int, width: int, n_classes: int, n_l2: int,
     m = width + 1
     return int(itemsize * (n_rows * m + n_l2 * m * m + n_l2 * m * n_classes * (2 * HISTORY + 12)
                            + 6 * n_rows * n_l2 * n_classes) + 16 * n_l2 * m * m)
-
-
-@contextmanager
-def torch_threads(n: int | None) -> Iterator[None]:
-    """Run the block with ``n`` torch intra-op threads (None: leave the setting alone)."""
-    if n is None:
-        yield
-        return
-    old = torch.get_num_threads()
-    torch.set_num_threads(int(n))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 @dataclass
@@ -103,7 +88,9 @@ class ProbeBank(ProbeTrainer):
     on CPU; ``random_state`` is kept for the estimator contract.
 
     ``n_threads`` sets torch's intra-op threads during fit and inference (restored afterwards;
-    None leaves torch's setting). On a machine shared with other busy processes, 1 thread avoids
+    None leaves torch's setting). The results do not depend on it: the solver runs the steps
+    that round differently per thread count (Cholesky, triangular solves) on one thread
+    (docs/reliability.md). On a machine shared with other busy processes, 1 thread avoids
     threads waiting on each other at every small operation and can be many times faster.
 
     A :class:`~drprobe.probes.contract.ProbeTrainer` on features (protocol ``cached``), and

@@ -14,6 +14,11 @@ nested (the factor of a leading block is the leading block of the factor), one f
 (basis, lam) preconditions every prefix size, and a solution for size k padded with zeros in v is
 exactly the same model at a larger size (warm start along the nesting).
 
+The Cholesky factorisation and the two triangular solves per evaluation run on one thread: their
+multi-threaded kernels round differently per thread count, the rest (products, reductions) does
+not, so the probes come out bit-identical on any machine (docs/reliability.md) at the speed of
+the multi-threaded solves (measured side by side on the paper's grid).
+
 All arithmetic is torch on the members' device; the member loop is only around matrix products.
 """
 
@@ -22,6 +27,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+
+from drprobe.devices import torch_threads
 
 HISTORY = 10  # L-BFGS memory
 MAX_LINE_SEARCH = 25
@@ -96,15 +103,17 @@ class _Objective:
         self.Lb = torch.stack(prob.chol) if F * L * p * p * size <= STACK_BYTES else None
 
     def _solve(self, v: torch.Tensor, members: list[int], transpose: bool) -> torch.Tensor:
-        """L^{-T} v (transpose) or L^{-1} v per member: (F, L, p, C) -> (F, L, p, C)."""
-        if self.Lb is not None:
-            A = self.Lb.mT if transpose else self.Lb
-            return torch.linalg.solve_triangular(A, v, upper=transpose)
-        out = torch.zeros_like(v)
-        for i in members:
-            A = self.prob.chol[i].mT if transpose else self.prob.chol[i]
-            out[i] = torch.linalg.solve_triangular(A, v[i], upper=transpose)
-        return out
+        """L^{-T} v (transpose) or L^{-1} v per member: (F, L, p, C) -> (F, L, p, C), on one
+        thread (a multi-threaded triangular solve rounds differently per thread count)."""
+        with torch_threads(1):
+            if self.Lb is not None:
+                A = self.Lb.mT if transpose else self.Lb
+                return torch.linalg.solve_triangular(A, v, upper=transpose)
+            out = torch.zeros_like(v)
+            for i in members:
+                A = self.prob.chol[i].mT if transpose else self.prob.chol[i]
+                out[i] = torch.linalg.solve_triangular(A, v[i], upper=transpose)
+            return out
 
     def __call__(
         self, v: torch.Tensor, members: list[int]
@@ -279,7 +288,8 @@ def preconditioner_factors(
     M.diagonal(dim1=1, dim2=2).add_(lams.to(torch.float64)[:, None] * eye)
     jitter = 1e-10 * float(g64.diagonal().abs().mean().clamp_min(1e-12))
     for _ in range(8):
-        fac, info = torch.linalg.cholesky_ex(M)
+        with torch_threads(1):  # one summation order: the same factor on any machine
+            fac, info = torch.linalg.cholesky_ex(M)
         if not bool((info != 0).any()):
             return fac.to(gram.dtype)
         M.diagonal(dim1=1, dim2=2).add_(jitter)

@@ -7,6 +7,10 @@ rounding level (:func:`nonnull_count`), ordered by decreasing (top) or increasin
 variance, and :func:`clip_to_rank` turns the requested sizes into sizes within the rank. The
 sample-space (dual) form is :mod:`drprobe.wide.dual_pca`, on the same rules.
 
+Determinism: :func:`symmetric_eigh` runs LAPACK on one thread (:func:`~drprobe.devices.
+one_blas_thread`) on an exactly symmetric matrix, and :func:`sign_fix` fixes each vector's sign,
+so a basis is the same to the last bit whatever the thread count or the machine's load.
+
 Memory: 3·d² float64 (C, its eigenvectors, the eigh workspace).
 """
 
@@ -17,9 +21,11 @@ from typing import Any
 
 import numpy as np
 
+from drprobe.devices import one_blas_thread
 from drprobe.errors import InvalidValueError
 
-__all__ = ["clip_to_rank", "nonnull_count", "nonnull_order", "pca_nonnull_basis", "sign_fix"]
+__all__ = ["clip_to_rank", "nonnull_count", "nonnull_order", "pca_nonnull_basis", "sign_fix",
+           "symmetric_eigh"]
 
 
 def nonnull_count(w: Any, n: int, d: int) -> int:
@@ -47,6 +53,16 @@ def sign_fix(V: np.ndarray) -> np.ndarray:
     return V * np.where(pivot < 0, -1.0, 1.0)
 
 
+def symmetric_eigh(A: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Ascending eigenvalues (m,) and eigenvectors (m, m) of the symmetric part of A (m, m),
+    float64, computed on one LAPACK thread: the same bits whatever the thread count (a
+    multi-threaded eigh rounds differently per thread count; ``(A + Aᵀ) / 2`` is exactly
+    symmetric, so the triangle LAPACK reads does not matter)."""
+    A = np.asarray(A, dtype=np.float64)
+    with one_blas_thread():
+        return np.linalg.eigh((A + A.T) / 2.0)
+
+
 def pca_nonnull_basis(C: Any, k: int, least: bool, n: int) -> tuple[np.ndarray, np.ndarray]:
     """Feature-space PCA: k' = min(k, r) eigenvectors (d, k') of C (d, d) with non-zero
     variance and their eigenvalues (k',), by decreasing (top) or increasing (least) eigenvalue.
@@ -54,7 +70,7 @@ def pca_nonnull_basis(C: Any, k: int, least: bool, n: int) -> tuple[np.ndarray, 
     ``n`` is the number of training rows C was formed from (it bounds the rank by n − 1).
     """
     C = np.asarray(C, dtype=np.float64)
-    w, V = np.linalg.eigh(C)
+    w, V = symmetric_eigh(C)
     r = nonnull_count(w, n, C.shape[0])
     idx = nonnull_order(w, r, int(k), least)
     return sign_fix(V[:, idx]), w[idx]

@@ -24,8 +24,9 @@ from typing import Any
 
 import numpy as np
 
+from drprobe.devices import one_blas_thread
 from drprobe.errors import InvalidValueError
-from drprobe.selectors.pca import nonnull_count, nonnull_order, sign_fix
+from drprobe.selectors.pca import nonnull_count, nonnull_order, sign_fix, symmetric_eigh
 from drprobe.wide.columns import ColumnReader
 from drprobe.wide.gram import DEFAULT_BLOCK, nested_cross_grams
 
@@ -57,7 +58,7 @@ def dual_pca(K_tt: Any, K_others: Sequence[Any], m: int, least: bool, d: int) ->
     n = K.shape[0]
     if K.ndim != 2 or K.shape != (n, n) or n < 2:
         raise InvalidValueError(f"K_tt must be a square Gram with n >= 2; got {K.shape}")
-    w, U = np.linalg.eigh((K + K.T) / 2.0)
+    w, U = symmetric_eigh(K)
     r = nonnull_count(w, n, d)
     idx = nonnull_order(w, r, int(m), least)
     U, lam = sign_fix(U[:, idx]), w[idx]
@@ -67,7 +68,8 @@ def dual_pca(K_tt: Any, K_others: Sequence[Any], m: int, least: bool, d: int) ->
         Ko = np.asarray(Ko, dtype=np.float64)
         if Ko.ndim != 2 or Ko.shape[1] != n:
             raise InvalidValueError(f"cross-Gram must have {n} columns; got {Ko.shape}")
-        others.append((Ko @ U) / root)
+        with one_blas_thread():  # the same bits whatever the thread count
+            others.append((Ko @ U) / root)
     return DualPCA(train=U * root, others=others, explained_variance=lam / (n - 1), rank=r)
 
 

@@ -17,9 +17,12 @@ neuron-major scratch copy (:class:`~drprobe.wide.columns.ColumnReader`), then
   ``order_from_columns`` (from the width and seed alone, e.g. ``random`` / ``prefix``, or from
   one blocked pass over the train columns, e.g. ``variance``); a PCA selector runs as dual PCA
   with its ``least``; a projection (``randproj_uniform`` / ``randproj_gauss``) projects every
-  split's rows onto the seed's first max(k) directions of its ``draws``, block by block
-  (n·d·max(k) multiply-adds, never a d×d matrix), then CKA and probes as for a coordinate
-  family in the projection's order. A selector that declares a ``wide_refusal`` is refused.
+  split's rows onto the seed's first max(k) directions of its ``draws`` — in sample space where
+  :func:`~drprobe.wide.memory.projection_path` says so (the Gaussian kind: one factor F of the
+  Gram of all N projected rows, shared by every seed, then F·A, N·r·max(k) multiply-adds, equal
+  in law to the feature-space draw but not seed by seed), else block by block in feature space
+  (N·d·max(k), never a d×d matrix) — then CKA and probes as for a coordinate family in the
+  projection's order. A selector that declares a ``wide_refusal`` is refused.
 
 Peak memory: the plan's stage peaks (:mod:`drprobe.wide.memory`) plus the materialised small
 sizes, (n_train + n_val + n_test)·Σ_families min(k_max, feature_limit) float32.
@@ -30,7 +33,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Self
 
@@ -45,8 +48,8 @@ from drprobe.wide.columns import IN_MEMORY_BYTES, ColumnReader
 from drprobe.wide.dual_pca import dual_pca
 from drprobe.wide.dual_probe import FeatureBlock, probe_blocks, sample_space_probes
 from drprobe.wide.gram import DEFAULT_BLOCK, cka_from_grams, nested_cross_grams, nested_gram_cka
-from drprobe.wide.memory import probe_families, streaming_bank_limit
-from drprobe.wide.projections import project
+from drprobe.wide.memory import probe_families, projection_path, streaming_bank_limit
+from drprobe.wide.projections import project, project_sample_space, row_factor
 from drprobe.wide.streaming import StreamingProbes
 
 
@@ -180,39 +183,66 @@ def analyze_wide(
                                      large, frac_of, progress)
         out.seconds[f"probes_{probes_path}"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        for sel, seed, _ in families:
-            if cls[sel].yields == "projection":
-                out.probes += _projection_family(
-                    bank, sel, cls[sel].draws, seed, X_train, ytr, yva, X_test, y_test, tr_idx,
-                    va_idx, ks, small, large, frac_of, K_test, probes_path, block, scratch_dir,
-                    progress, out)
+        projections = [(sel, seed) for sel, seed, _ in families
+                       if cls[sel].yields == "projection"]
+        n_all, m = n_rows + len(y_test), ks[-1]
+        factor = None  # the rows' Gram factor, once for every sample-space projection
+        for sel, seed in projections:
+            if projection_path(cls[sel].draws, n_all, d, m, budget_bytes, block) == "sample":
+                if factor is None:
+                    factor = row_factor([train, val, test], block=block)
+                fill = _sample_fill(factor, seed, d, m)
+            else:
+                fill = _feature_fill(X_train, np.concatenate([tr_idx, va_idx]), X_test,
+                                     cls[sel].draws, seed, m)
+            out.probes += _projection_family(
+                bank, sel, seed, fill, (len(tr_idx), len(va_idx), len(y_test)), ytr, yva,
+                y_test, ks, small, large, frac_of, K_test, probes_path, block, scratch_dir,
+                progress, out)
+        del factor
         out.seconds["projections"] = time.perf_counter() - t0
     return out
 
 
+def _feature_fill(X_train: Any, rows: np.ndarray, X_test: Any, kind: str, seed: int,
+                  m: int) -> Callable[[Any], None]:
+    """Fill (N, m) with X_train[rows] then X_test projected by P[:, :m] of (kind, seed)."""
+    def fill(out: Any) -> None:
+        project(X_train, kind, seed, m, rows=rows, out=out[: rows.size])
+        project(X_test, kind, seed, m, out=out[rows.size:])
+    return fill
+
+
+def _sample_fill(factor: np.ndarray, seed: int, d: int, m: int) -> Callable[[Any], None]:
+    """Fill (N, m) with the rows of ``factor`` projected in sample space (the Gaussian kind)."""
+    def fill(out: Any) -> None:
+        project_sample_space(factor, seed, d, m, out=out)
+    return fill
+
+
 def _projection_family(
-    bank: ProbeBank, sel: str, draws: str, seed: int, X_train: Any, ytr: np.ndarray,
-    yva: np.ndarray, X_test: Any, y_test: np.ndarray, tr_idx: np.ndarray, va_idx: np.ndarray,
+    bank: ProbeBank, sel: str, seed: int, fill: Callable[[Any], None],
+    n_split: tuple[int, int, int], ytr: np.ndarray, yva: np.ndarray, y_test: np.ndarray,
     ks: list[int], small: list[int], large: list[int], frac_of: dict[int, float],
     K_test: np.ndarray, probes_path: str, block: int, scratch_dir: Any, progress: bool,
     out: WideOutput,
 ) -> list[ProbeResult]:
-    """One random-projection family (selector ``sel``, drawn by kind ``draws``): the rows
-    projected onto its first max(ks) directions (:func:`~drprobe.wide.projections.project`,
-    n·d·max(ks) multiply-adds), then CKA and probes exactly as for a coordinate family whose
-    neuron order is the projection's column order. Records its CKA values in ``out``; returns
-    its probes.
+    """One random-projection family (selector ``sel``): the train, validation and test rows
+    (``n_split``) projected onto its first max(ks) directions by ``fill`` (feature or sample
+    space), then CKA and probes exactly as for a coordinate family whose neuron order is the
+    projection's column order. Records its CKA values in ``out``; returns its probes.
 
     Memory: the projected rows, (n_train + n_val + n_test)·max(ks) float32, held in memory up
-    to the column reader's in-memory size and otherwise in scratch files, plus one block of P.
+    to the column reader's in-memory size and otherwise in a scratch file, plus what ``fill``
+    takes (one block of P, or of the sample-space draw).
     """
-    m, n_tr = ks[-1], len(tr_idx)
-    rows = np.concatenate([tr_idx, va_idx])
-    with _Projected(X_train, rows, draws, seed, m, scratch_dir) as Z, \
-            _Projected(X_test, None, draws, seed, m, scratch_dir) as Z_test, \
-            ColumnReader(Z.array, np.arange(n_tr), scratch_dir) as train, \
-            ColumnReader(Z.array, np.arange(n_tr, rows.size), scratch_dir) as val, \
-            ColumnReader(Z_test.array, None, scratch_dir) as test:
+    m = ks[-1]
+    n_tr, n_va, n_te = n_split
+    a, b = n_tr, n_tr + n_va
+    with _Projected(b + n_te, m, fill, scratch_dir) as Z, \
+            ColumnReader(Z.array, np.arange(a), scratch_dir) as train, \
+            ColumnReader(Z.array, np.arange(a, b), scratch_dir) as val, \
+            ColumnReader(Z.array, np.arange(b, b + n_te), scratch_dir) as test:
         order = np.arange(m)
         lin, deb, _ = nested_gram_cka(test, order, ks, full_gram=K_test, block=block,
                                       progress=progress)
@@ -229,18 +259,16 @@ def _projection_family(
                 bank, train, ytr, val, yva, test, y_test, [(sel, seed, order)], large,
                 fractions=[frac_of[k] for k in large], block=block, progress=progress)
         elif large:
-            probes += _streaming(bank, Z.array[:n_tr], ytr, Z.array[n_tr:], yva, Z_test.array,
+            probes += _streaming(bank, Z.array[:a], ytr, Z.array[a:b], yva, Z.array[b:],
                                  y_test, [(sel, seed, order)], large, frac_of, progress)
     return probes
 
 
 class _Projected:
-    """X[rows] projected onto the first m directions of the projection (kind, seed), float32, in
-    memory when it takes at most the column reader's in-memory size, else in a scratch file
-    removed on exit."""
+    """An (n, m) float32 array filled by ``fill``, in memory when it takes at most the column
+    reader's in-memory size, else in a scratch file removed on exit."""
 
-    def __init__(self, X: Any, rows: Any, kind: str, seed: int, m: int, scratch_dir: Any):
-        n = int(X.shape[0]) if rows is None else len(rows)
+    def __init__(self, n: int, m: int, fill: Callable[[Any], None], scratch_dir: Any):
         self._path: str | None = None
         if n * m * 4 <= IN_MEMORY_BYTES:
             self.array = np.empty((n, m), dtype=np.float32)
@@ -251,7 +279,7 @@ class _Projected:
             self.array = np.lib.format.open_memmap(self._path, mode="w+", dtype=np.float32,
                                                    shape=(n, m))
         try:
-            project(X, kind, seed, m, rows=rows, out=self.array)
+            fill(self.array)
         except BaseException:
             self.__exit__()
             raise

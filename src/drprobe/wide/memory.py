@@ -24,6 +24,16 @@ strengths, F the number of subset sizes, b the column block and r the row chunk:
              the sizes still trained by the bank (:func:`streaming_bank_limit`), the bank at the
              largest of them plus the families' columns
 
+``<projection selector>`` (one stage per selector that yields a projection; M = n + n_o rows
+projected onto m = max(k) directions, s_b = 64 MiB a block)
+    feature: 2·s_b + min(4·M·m, in-memory size)     — a block of P, a row chunk, the output
+    sample:  8·(5·M² + 2·M·b) + s_b + min(4·M·m, …) — the rows' Gram and eigh, its column block,
+             a block of the draw (:mod:`drprobe.wide.projections`)
+    The path is :func:`projection_path`'s: sample space for a kind with an exact sample-space
+    draw when it is the cheaper in work and fits the budget. A projection in feature space costs
+    M·d·m multiply-adds; above :data:`PROJECTION_WORK_LIMIT` it is refused on one line (the
+    uniform projection on a wide layer, with m = d, is the usual case), naming the Gaussian one.
+
 The probes stage, the largest, decides: it takes the smaller of its feature and sample paths
 (sample once d is well above n_train), and streams when that one is over the budget. The other
 stages follow it: all in feature space when the probes are, else in sample space (the feature
@@ -43,6 +53,14 @@ from dataclasses import dataclass, field
 from drprobe.errors import InvalidValueError
 from drprobe.probes.bank import DEFAULT_MAX_MEMORY_GB, working_set_bytes
 from drprobe.selectors import is_seeded, selector_class, wide_refusal
+from drprobe.wide.columns import IN_MEMORY_BYTES
+from drprobe.wide.projections import (
+    PROJECTION_BLOCK_BYTES,
+    ROW_CHUNK_BYTES,
+    SAMPLE_SPACE_KINDS,
+    in_sample_space,
+    projection_work,
+)
 
 GIB = 2**30
 BUDGET_OPTION = "memory_budget_gb"  # the config key and analyze_layer's argument
@@ -50,6 +68,10 @@ ROW_CHUNK = 4096
 BLOCK = 2048
 STREAM_HISTORY = 10  # the streaming solver's L-BFGS history
 STREAM_CHUNK_BYTES = 64 * 2**20  # the streaming solver's row chunk (its ``chunk_bytes``)
+#: most multiply-adds a feature-space projection of a wide layer may take (n·d·max(k)): a few
+#: minutes of float64 products on a small multi-core machine; the uniform projection of
+#: d = 75,264 neurons for 6,000 rows needs 3.4e13 and is refused
+PROJECTION_WORK_LIMIT = 2e12
 
 
 def probe_families(selectors: Sequence[str], n_seeds: int) -> int:
@@ -94,12 +116,15 @@ class StagePlan:
     path: str  # "feature", "sample" or "streaming"
     peak_bytes: int
     sizes: dict[str, int] = field(default_factory=dict)
+    work: float | None = None  # multiply-adds, where priced (projection stages)
 
     def describe(self) -> str:
-        """One line, e.g. ``probes: sample space, peak 1.20 GiB``."""
+        """One line, e.g. ``probes: sample space, peak 1.20 GiB`` (then ``, 2.1e+12
+        multiply-adds`` where the work is priced)."""
         label = {"feature": "feature space", "sample": "sample space",
                  "streaming": "streaming first-order"}[self.path]
-        return f"{self.stage}: {label}, peak {self.peak_bytes / GIB:.2f} GiB"
+        work = "" if self.work is None else f", {self.work:.2g} multiply-adds"
+        return f"{self.stage}: {label}, peak {self.peak_bytes / GIB:.2f} GiB{work}"
 
 
 @dataclass
@@ -174,6 +199,51 @@ def stage_sizes(
     raise InvalidValueError(f"unknown stage {stage!r}; valid choices: cka, pca, probes")
 
 
+def projection_sizes(n_rows: int, d: int, m: int, block: int = BLOCK) -> dict[str, int]:
+    """Peak bytes of projecting n_rows rows of a d-wide layer onto m directions, per path
+    (module docstring; the rows' float32 output counts up to the in-memory size, beyond it
+    lives in a scratch file)."""
+    output = min(4 * n_rows * m, IN_MEMORY_BYTES)
+    return {"feature": PROJECTION_BLOCK_BYTES + ROW_CHUNK_BYTES + output,
+            "sample": 8 * (5 * n_rows * n_rows + 2 * n_rows * block) + PROJECTION_BLOCK_BYTES
+            + output}
+
+
+def projection_path(kind: str, n_rows: int, d: int, m: int, budget: int,
+                    block: int = BLOCK) -> str:
+    """Where a projection of kind ``kind`` (``draws``) of n_rows rows onto m directions runs on
+    a wide layer: "sample" when the kind has an exact sample-space draw, that path is the
+    cheaper in work (:func:`~drprobe.wide.projections.in_sample_space`) and its peak fits
+    ``budget``; else "feature". The one rule of the plan and of the run."""
+    if in_sample_space(kind, n_rows, d, m) and \
+            projection_sizes(n_rows, d, m, block)["sample"] <= budget:
+        return "sample"
+    return "feature"
+
+
+def _projection_stages(selectors: Sequence[str], n_rows: int, d: int, m: int, budget: int,
+                       block: int, work_limit: float) -> list[StagePlan]:
+    """One stage per projection selector (its path, peak and work); refuses, on one line, a
+    feature-space projection whose work is over ``work_limit``."""
+    stages = []
+    for s in selectors:
+        cls = selector_class(s)
+        if cls.yields != "projection" or wide_refusal(s) is not None:
+            continue
+        path = projection_path(cls.draws, n_rows, d, m, budget, block)
+        work = projection_work(n_rows, d, m)[path]
+        if path == "feature" and work > work_limit:
+            raise InvalidValueError(
+                f"selector {s!r} projects {n_rows} rows of this {d}-wide layer in feature space, "
+                f"{work:.2g} multiply-adds (n·d·max k, max k={m}), over the limit of "
+                f"{work_limit:.2g}; use {' or '.join(SAMPLE_SPACE_KINDS)} (drawn exactly in "
+                f"sample space, n²·d, when n < d), or fewer rows"
+            )
+        sizes = projection_sizes(n_rows, d, m, block)
+        stages.append(StagePlan(s, path, sizes[path], sizes, work))
+    return stages
+
+
 def streaming_bank_limit(
     n_rows: int, n_others: int, n_classes: int, n_l2: int, budget: int, ks: Sequence[int],
     n_families: int = 1, itemsize: int = 4,
@@ -189,16 +259,18 @@ def plan_memory(
     *, n_train: int, n_val: int, n_test: int, d: int, n_classes: int,
     selectors: Sequence[str] = ("random",), n_l2: int = 5, n_sizes: int = 15,
     budget_bytes: int | None = None, block: int = BLOCK, ks: Sequence[int] | None = None,
-    n_families: int = 1, itemsize: int = 4,
+    n_families: int = 1, itemsize: int = 4, work_limit: float = PROJECTION_WORK_LIMIT,
 ) -> MemoryPlan:
     """Choose each stage's path under ``budget_bytes`` (default :func:`default_budget_bytes`).
 
     ``ks``: the subset sizes, when known (their count replaces ``n_sizes``, their sum bounds
     the streaming solver's parameters). ``n_families``: the families trained together
     (:func:`probe_families`); ``itemsize``: bytes of a materialised feature value.
+    ``work_limit``: the most multiply-adds of a feature-space projection on a wide layer.
 
     Raises InvalidValueError (one line: stage, size, budget, option) when a stage has no path
-    that fits; nothing has been read or computed at that point.
+    that fits, or a projection's feature-space work is over ``work_limit``; nothing has been
+    read or computed at that point.
     """
     for name, v in (("n_train", n_train), ("n_test", n_test), ("d", d), ("n_classes", n_classes)):
         if int(v) < 1:
@@ -235,4 +307,7 @@ def plan_memory(
                 f"analyze_layer argument) or use fewer rows"
             )
         plans.append(StagePlan(stage, path, int(sizes[stage][path]), sizes[stage]))
+    if probes != "feature":
+        plans += _projection_stages(selectors, n_train + n_val + n_test, d,
+                                    max(ks) if ks else d, budget, block, work_limit)
     return MemoryPlan(plans, budget)

@@ -28,11 +28,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from drprobe.devices import torch_threads
 from drprobe.errors import InvalidValueError
 from drprobe.features.views import release
 from drprobe.probes import DEFAULT_L2_GRID, ProbeBank, ProbeResult, ProbeTrainer, probe_result
 from drprobe.probes import inputs as probe_inputs
-from drprobe.probes.bank import DEFAULT_TOL, torch_threads
+from drprobe.probes.bank import DEFAULT_TOL
 from drprobe.selectors import SubsetFamily
 from drprobe.wide.gram import CONSTANT_RTOL, check_nested
 from drprobe.wide.memory import STREAM_CHUNK_BYTES, STREAM_HISTORY
