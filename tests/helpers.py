@@ -6,6 +6,10 @@ for ``report_runs``.
 
 from __future__ import annotations
 
+import re
+import shutil
+import subprocess
+
 import numpy as np
 import pytest
 
@@ -79,3 +83,27 @@ def relu_task(n: int, d: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     y = np.argmax(latent[:, :3] + 0.7 * rng.normal(size=(n, 3)), axis=1)
     X = np.maximum(latent @ rng.normal(size=(6, d)) + rng.normal(size=(n, d)) + 0.5, 0.0)
     return X.astype(np.float32), y
+
+
+CHROMIUM = shutil.which("chromium")
+
+
+def chromium(tmp_path, *args: str) -> str:
+    """Run headless Chromium with ``args``; return its stdout."""
+    profile = tmp_path / "chromium-profile"
+    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+           "--no-first-run", "--hide-scrollbars", f"--user-data-dir={profile}",
+           "--virtual-time-budget=10000", *args]
+    done = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+def image_check(tmp_path, page) -> dict[str, str]:
+    """The attributes of the page's ``#image-check`` element after load, from --dump-dom."""
+    dom = chromium(tmp_path, "--dump-dom", page.as_uri())
+    tag = re.search(r'<p id="image-check"([^>]*)>([^<]*)<', dom)
+    assert tag, dom[-2000:]
+    attrs = dict(re.findall(r'([\w-]+)="([^"]*)"', tag.group(1)))
+    attrs["text"] = tag.group(2)
+    return attrs

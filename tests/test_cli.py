@@ -110,7 +110,7 @@ def test_checkpoint_with_wrong_keys_is_refused(capsys, tmp_path):
     assert not out.exists() and not (tmp_path / "cache").exists()
 
 
-COMMANDS = ["demo", "run", "pretrain", "extract", "probe", "layers", "models", "datasets",
+COMMANDS = ["demo", "run", "pretrain", "card", "extract", "probe", "layers", "models", "datasets",
             "report", "results", "study"]
 
 

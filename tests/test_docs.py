@@ -15,6 +15,7 @@ DOC = Path(__file__).resolve().parents[1] / "docs" / "api.md"
 @pytest.mark.slow
 def test_api_examples_run(tmp_path, monkeypatch):
     monkeypatch.setenv("DRPROBE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)  # the examples write their files where they run
     blocks = re.findall(r"```python\n(.*?)```", DOC.read_text(), re.DOTALL)
     assert len(blocks) >= 6
     namespace: dict = {}

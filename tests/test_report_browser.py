@@ -9,41 +9,18 @@ from __future__ import annotations
 import base64
 import io
 import re
-import shutil
-import subprocess
 
 import numpy as np
 import pytest
+from helpers import CHROMIUM, chromium, image_check
 from PIL import Image
 from report_runs import shared_run
 
 from drprobe.cli import main
 
-CHROMIUM = shutil.which("chromium")
 pytestmark = [pytest.mark.slow,  # a real run, a report and a headless browser
               pytest.mark.skipif(CHROMIUM is None,
                                  reason="chromium is not installed (make browser)")]
-
-
-def chromium(tmp_path, *args: str) -> str:
-    """Run headless Chromium with ``args``; return its stdout."""
-    profile = tmp_path / "chromium-profile"
-    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-           "--no-first-run", "--hide-scrollbars", f"--user-data-dir={profile}",
-           "--virtual-time-budget=10000", *args]
-    done = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr[-2000:]
-    return done.stdout
-
-
-def image_check(tmp_path, page) -> dict[str, str]:
-    """The attributes of the page's ``#image-check`` element after load, from --dump-dom."""
-    dom = chromium(tmp_path, "--dump-dom", page.as_uri())
-    tag = re.search(r'<p id="image-check"([^>]*)>([^<]*)<', dom)
-    assert tag, dom[-2000:]
-    attrs = dict(re.findall(r'([\w-]+)="([^"]*)"', tag.group(1)))
-    attrs["text"] = tag.group(2)
-    return attrs
 
 
 @pytest.fixture(scope="module")

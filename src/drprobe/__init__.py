@@ -35,6 +35,10 @@ _EXPORTS = {
     "gini": "drprobe.metrics.fairness",
     "dr_summary": "drprobe.metrics.redundancy",
     "publish_run": "drprobe.report.publish",
+    "make_card": "drprobe.card.build",
+    "apply_cut": "drprobe.card.cut",
+    "Cut": "drprobe.card.cut",
+    "CutEncoder": "drprobe.card.cut",
     "DrprobeError": "drprobe.errors",
 }
 

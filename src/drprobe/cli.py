@@ -1,5 +1,5 @@
-"""Command-line interface: ``drprobe demo | run | pretrain | extract | probe | layers | models |
-datasets | report | results``. Every refusal is one line on stderr and exit status 2.
+"""Command-line interface: ``drprobe demo | run | pretrain | card | extract | probe | layers |
+models | datasets | report | results``. Every refusal is one line on stderr and exit status 2.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from pathlib import Path
 
 import click
 
+from drprobe.card.command import card as _card
 from drprobe.errors import DrprobeError, InvalidValueError
 from drprobe.experiment.demo import DEMO_FRACTIONS
 from drprobe.pipeline import study as _study
@@ -34,7 +35,7 @@ def _numbers(text: str, kind: type, what: str) -> tuple:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
-             commands={"pretrain": _pretrain, "study": _study})
+             commands={"card": _card, "pretrain": _pretrain, "study": _study})
 @click.version_option(package_name="drprobe")
 def app() -> None:
     """Measure diffused redundancy in pretrained representations."""
@@ -189,6 +190,8 @@ def run(config, out, executor, address, dry_run, cache_dir, progress) -> None:
 @click.option("--split", type=click.Choice(["train", "test"]), default="train", show_default=True)
 @click.option("--n", type=int, default=None, help="Stratified subsample size [default: all].")
 @click.option("--image-size", type=int, default=None, help="Input side [default: the model's].")
+@click.option("--max-tokens", type=int, default=None,
+              help="Token limit of a text model on a text:PATH dataset [default: the model's].")
 @click.option("--pooling", default="avg", show_default=True, help="avg or flatten (cls, mean: text).")
 @click.option("--weights", type=click.Choice(["pretrained", "random"]), default="pretrained",
               show_default=True, help="Packaged weights or the seeded random-init twin.")
@@ -204,8 +207,8 @@ def run(config, out, executor, address, dry_run, cache_dir, progress) -> None:
                    "in the file are kept), readable as the dataset features:FILE.npz.")
 @click.option("--progress/--no-progress", default=True, show_default=True,
               help="Show a progress bar.")
-def extract(model, layer, dataset, split, n, image_size, pooling, weights, seed, checkpoint,
-            data_root, cache_dir, export, progress) -> None:
+def extract(model, layer, dataset, split, n, image_size, max_tokens, pooling, weights, seed,
+            checkpoint, data_root, cache_dir, export, progress) -> None:
     """Extract one layer's features into the cache and print the entry (optionally export).
 
     \b
@@ -219,7 +222,12 @@ def extract(model, layer, dataset, split, n, image_size, pooling, weights, seed,
     from drprobe.experiment.store import export_npz
     from drprobe.features import get_features
 
-    _positive(n=n, image_size=image_size)
+    _positive(n=n, image_size=image_size, max_tokens=max_tokens)
+    if max_tokens is not None:
+        if image_size is not None or not dataset.startswith("text:"):
+            raise InvalidValueError("--max-tokens sets a text model's token limit on a text:PATH "
+                                    "dataset, without --image-size; images take --image-size")
+        image_size = max_tokens  # the extractor's one input-size setting
     if export is not None and export.suffix != ".npz":
         raise InvalidValueError(f"--out must name a .npz file; got {str(export)!r}")
     if checkpoint is not None and weights == "random":

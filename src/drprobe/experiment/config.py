@@ -126,6 +126,10 @@ class DatasetConfig(_Strict):
 
     ``n_train`` / ``n_test``: stratified subsamples (None = the whole split; 10% of train, by
     default, becomes validation). ``image_size``: input side in pixels (None = the model's).
+    ``max_tokens``: a text model's token limit per text (longer texts are cut; None = the
+    model's own), for ``text:`` datasets only; it travels as ``image_size`` does (which still
+    works for text models, but ``max_tokens`` is the setting to use), so both may be given only
+    when equal.
     ``label``: its name in results and job ids (default: the spec, plus ``+GROUPING`` /
     ``+BASELINE`` when those are set). ``labels``: regroup the classes, by name (``parity``, ``ge5``,
     ``pairs``, ``fashion3``) or as ``{class: group}``; ``baseline``: a null baseline (``gaussian``
@@ -136,6 +140,7 @@ class DatasetConfig(_Strict):
     n_train: PositiveInt | None = None
     n_test: PositiveInt | None = None
     image_size: PositiveInt | None = None
+    max_tokens: PositiveInt | None = None
     data_root: str | None = None
     label: str | None = Field(None, min_length=1)
     labels: Annotated[str | dict[int, int], checked_by(resolve_grouping)] | None = None
@@ -157,6 +162,19 @@ class DatasetConfig(_Strict):
             raise ValueError(f"unknown dataset {name!r}; valid choices: "
                              f"{', '.join(datasets.available_datasets())}; or {forms}")
         return name
+
+    @model_validator(mode="after")
+    def _max_tokens_is_the_token_length(self) -> DatasetConfig:
+        if self.max_tokens is None:
+            return self
+        if not self.name.startswith("text:"):
+            raise ValueError(f"max_tokens sets a text model's token limit, and dataset "
+                             f"{self.name!r} holds images; valid: image_size, or a text:PATH "
+                             "dataset")
+        if self.image_size is not None and self.image_size != self.max_tokens:
+            raise ValueError(f"max_tokens {self.max_tokens} and image_size {self.image_size} "
+                             "disagree; give max_tokens alone")
+        return self.model_copy(update={"image_size": self.max_tokens})
 
     @property
     def display(self) -> str:
@@ -270,6 +288,12 @@ class ExperimentConfig(_Strict):
         if self.protocol == "faithful" and any(d.labels or d.baseline for d in self.datasets):
             raise ValueError("dataset labels/baseline act on cached features; protocol 'faithful' "
                              "trains on images: valid with them: protocol cached")
+        tokens = [d.name for d in self.datasets if d.max_tokens is not None]
+        images = [m.spec for m in self.models if not m.spec.startswith("hf:")]
+        if tokens and images:  # only hf: specs can be text models
+            raise ValueError(f"dataset {tokens[0]!r} sets max_tokens, a text model's token "
+                             f"limit, and model {images[0]!r} is an image model; valid with "
+                             "max_tokens: hf: text models")
         precomputed = [m.spec == PRECOMPUTED for m in self.models]
         features = [d.name.startswith("features:") for d in self.datasets]
         if (any(precomputed) or any(features)) and not (all(precomputed) and all(features)):
@@ -291,6 +315,9 @@ class ExperimentConfig(_Strict):
         data.pop("resources")
         data.pop("description")
         data.pop("memory_budget_gb", None)
+        for dataset in data["datasets"]:  # unset, it leaves the run ids of older configs alone
+            if dataset.get("max_tokens") is None:
+                dataset.pop("max_tokens", None)
         return data
 
     def run_id(self) -> str:

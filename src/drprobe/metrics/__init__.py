@@ -15,6 +15,7 @@ from drprobe.metrics.fairness import (
 from drprobe.metrics.redundancy import (
     DEFAULT_DELTAS,
     adaptive_critical_fraction,
+    bootstrap_critical_mass,
     bootstrap_dr,
     critical_fraction,
     critical_fraction_interpolated,
@@ -27,6 +28,7 @@ __all__ = [
     "DEFAULT_DELTAS",
     "CrossProductStats",
     "adaptive_critical_fraction",
+    "bootstrap_critical_mass",
     "bootstrap_dr",
     "critical_fraction",
     "critical_fraction_interpolated",

@@ -190,6 +190,34 @@ def bootstrap_dr(
     }
 
 
+def bootstrap_critical_mass(
+    ks: Sequence[int], curves: Any, full: Any, delta: float, ci: float = 0.95,
+) -> tuple[float, float]:
+    """Percentile interval of k*_δ over bootstrap replicates.
+
+    Args:
+        ks: (K,) sizes, ascending. curves: (B, K) each replicate's score per size.
+        full: (B,) each replicate's full score. delta, ci: threshold and coverage.
+    Returns:
+        (low, high) order statistics of the replicates' k*_δ (no interpolation, so both are
+        sizes of ``ks``); a replicate whose curve never reaches δ·full counts as k = inf, so a
+        bound is inf when more than the tail's share of replicates never reach it.
+    """
+    k = np.asarray(ks, dtype=np.float64)
+    c, f = np.asarray(curves, dtype=np.float64), np.asarray(full, dtype=np.float64)
+    if c.ndim != 2 or c.shape[1] != k.size or f.shape != (c.shape[0],) or \
+            np.any(np.diff(k) <= 0):
+        raise InvalidValueError(f"need ascending ks (K,), curves (B, K) and full (B,); got "
+                                f"{k.shape}, {c.shape}, {f.shape}")
+    if not 0.0 < ci < 1.0:
+        raise InvalidValueError(f"need 0 < ci < 1; got ci={ci!r}")
+    ok = _passes(c, float(delta) * f[:, None])
+    k_boot = np.where(ok.any(axis=1), k[ok.argmax(axis=1)], np.inf)
+    alpha = 100.0 * (1.0 - ci) / 2.0
+    lo, hi = np.percentile(k_boot, [alpha, 100.0 - alpha], method="inverted_cdf")
+    return float(lo), float(hi)
+
+
 def adaptive_critical_fraction(
     evaluate: Callable[[float], float], full_score: float, delta: float, lo: float = 0.0,
     hi: float = 1.0, tol: float = 0.01, grid: Sequence[float] = (0.01, 0.1, 0.5, 1.0),

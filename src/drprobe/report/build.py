@@ -35,7 +35,7 @@ from drprobe.report.comparisons import COMPARE_FIGURES
 from drprobe.report.curves import FRACTION_FIGURES
 from drprobe.report.html import FigureEntry, Skipped, render_page
 from drprobe.report.run_tables import efficiency_table, per_job
-from drprobe.report.style import FigureSkipped
+from drprobe.report.style import FigureSkipped, short_model_column
 from drprobe.report.tables import dr_table, fairness_table, model_table, run_meta
 from drprobe.report.variants import headline_rows, variant_figures, variants_of
 
@@ -169,6 +169,7 @@ def build_report(
     fairness = run_table(run, "fairness")
     if fairness is not None and not fairness.empty:
         page_tables.append(("Fairness trend", fairness_table(fairness), FAIRNESS_NOTE))
+    page_tables = [(title, short_model_column(table), note) for title, table, note in page_tables]
     page = render_page(
         f"drprobe report: {run.resolve().name}",
         run_meta(run.resolve().name, results, sources),

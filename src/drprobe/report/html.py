@@ -119,6 +119,7 @@ def render_page(
     figures: list[FigureEntry],
     skipped: list[Skipped],
     config: str | None = None,
+    appendix: str = "",
 ) -> str:
     """The whole page as a string.
 
@@ -127,6 +128,7 @@ def render_page(
         tables: (heading, table, note) shown before the figures.
         figures: the drawn figures, in order; skipped: the figures left out, with reasons.
         config: the run's ``config.yaml`` text, shown verbatim when given.
+        appendix: trusted HTML put after the figures (e.g. a card's JSON block).
     """
     parts = [f"<h1>{html.escape(title)}</h1>", "<h2>Run</h2>", meta_html(meta)]
     if config:
@@ -141,6 +143,8 @@ def render_page(
         items = "".join(f"<li><b>{html.escape(s.title)}</b> ({html.escape(s.name)}): "
                         f"not drawn: {html.escape(s.reason)}.</li>" for s in skipped)
         parts.append(f'<h2>Figures not drawn</h2><ul class="skipped">{items}</ul>')
+    if appendix:
+        parts.append(appendix)
     parts.append('<p id="image-check" data-status="pending">Image check: pending.</p>')
     body = "\n".join(parts)
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'

@@ -5,6 +5,7 @@ per job), and the wide DR table that ``drprobe demo`` / ``run`` print.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -120,10 +121,21 @@ def summary_table(
     return pd.DataFrame(rows)
 
 
+def markdown_table(table: pd.DataFrame, digits: int | None = None) -> str:
+    """A GitHub-flavoured markdown table; floats to ``digits`` significant digits when given,
+    NaN and None as an em dash."""
+    def cell(v) -> str:
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            return "—"
+        return f"{v:.{digits}g}" if digits is not None and isinstance(v, float) else str(v)
+
+    cols = list(table.columns)
+    lines = ["| " + " | ".join(map(str, cols)) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |"
+              for row in table.itertuples(index=False)]
+    return "\n".join(lines) + "\n"
+
+
 def summary_markdown(summary: pd.DataFrame) -> str:
     """The wide summary table as a GitHub-flavoured markdown table."""
-    table = summary_table(summary)
-    cols = list(table.columns)
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in table.itertuples(index=False)]
-    return "\n".join(lines) + "\n"
+    return markdown_table(summary_table(summary))

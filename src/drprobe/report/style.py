@@ -10,8 +10,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import pandas as pd
 
+from drprobe.sources.registry import short_model_name
+
 __all__ = ["HEADLINE_DELTA", "FigureSkipped", "finish_fraction_axis", "full_layer_acc",
-           "layer_title", "ordered", "panel_grid", "seed_band", "series_label"]
+           "layer_title", "ordered", "panel_grid", "seed_band", "series_label",
+           "short_model_column"]
 
 
 #: The δ of the report's headline DR (the paper's table uses 0.9).
@@ -23,8 +26,23 @@ class FigureSkipped(Exception):
 
 
 def series_label(model: str, weights: str) -> str:
-    """Short legend label: ``mobilenet_v2 [pretrained]``."""
-    return f"{model.split(':', 1)[-1]} [{weights}]"
+    """Short legend label: ``mobilenet_v2 [pretrained]`` (:func:`short_model_name`, so a local
+    ``hf:/a/b/all-MiniLM-L6-v2`` shows as ``all-MiniLM-L6-v2``)."""
+    return f"{short_model_name(model)} [{weights}]"
+
+
+def short_model_column(table: pd.DataFrame) -> pd.DataFrame:
+    """A copy of a page table whose ``model`` column shows a spec naming a path or hub id
+    (``hf:/a/b/all-MiniLM-L6-v2``) by :func:`short_model_name`, unless two of its models would
+    then share a name. Other specs (``builtin:mobilenet_v2``) stay as the results store them,
+    and so do the stored results and CSV tables."""
+    if "model" not in table or table.empty:
+        return table
+    models = list(dict.fromkeys(table["model"]))
+    short = {m: short_model_name(m) if isinstance(m, str) and "/" in m else m for m in models}
+    if len(set(short.values())) < len(models):
+        return table
+    return table.assign(model=table["model"].map(short))
 
 
 def ordered(values: pd.Series) -> list:

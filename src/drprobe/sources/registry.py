@@ -11,8 +11,10 @@ zoo and the adapters import it to register themselves, and :mod:`drprobe.sources
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -30,6 +32,7 @@ __all__ = [
     "register_model",
     "register_prefix",
     "registered_prefixes",
+    "short_model_name",
 ]
 
 WEIGHTS = ("pretrained", "random", "checkpoint")
@@ -119,3 +122,72 @@ def freeze(module: torch.nn.Module) -> torch.nn.Module:
     module.eval()
     module.requires_grad_(False)
     return module
+
+
+# ------------------------------------------------------------------------- display names
+
+#: Suffixes of weight files dropped from a display name (``ckpt:run/model.pt`` -> ``model``).
+_WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".npz", ".safetensors")
+#: Folder or file names that say nothing about the model (compared lower-case).
+_GENERIC = ("checkpoint", "final", "latest", "best", "output", "weights")
+_SNAPSHOT = re.compile(r"[0-9a-f]{40}")
+_MAX_TITLE = 60
+
+
+def short_model_name(spec: str) -> str:
+    """A short display name for a model spec or a model label, for tables and legends.
+
+    The prefix and the ``?options`` go, and of a path or hub id only the last part stays:
+    ``"builtin:mobilenet_v2"`` -> ``"mobilenet_v2"``, ``"hf:all-MiniLM-L6-v2?pooling=mean"``
+    and ``"hf:/x/y/all-MiniLM-L6-v2"`` and ``"hf:sentence-transformers/all-MiniLM-L6-v2"`` ->
+    ``"all-MiniLM-L6-v2"``, ``"ckpt:runs/mrl/model.pt"`` -> ``"mrl"``.
+
+    A last part that names nothing (a file or folder called ``model`` or ending in ``model``,
+    or ``checkpoint``, ``final``, ``latest``, ``best``, ``output``, ``weights``; a weights
+    file's suffix is dropped first) is replaced, in this order, by the title of the folder's
+    model card (the first ``# `` heading of its ``README.md``, as sentence-transformers
+    writes it, when it is one line of at most 60 characters), else the parent folder's name.
+    A Hugging Face cache snapshot (``.../models--ORG--NAME/snapshots/<hash>``) gives ``NAME``.
+    A label without a prefix (a config's ``name``) is returned unchanged. Pure string work
+    except for reading that one ``README.md`` when the name is generic.
+    """
+    if ":" not in spec:
+        return spec
+    body = spec.split(":", 1)[1].partition("?")[0].rstrip("/") or spec
+    if "/" not in body and "\\" not in body:
+        return _strip_suffix(body)
+    path = Path(body)
+    name = _strip_suffix(path.name)
+    if _SNAPSHOT.fullmatch(name) and path.parent.name == "snapshots":
+        return path.parent.parent.name.rsplit("--", 1)[-1]
+    if not _generic(name):
+        return name
+    title = _card_title(path if path.is_dir() else path.parent)
+    if title:
+        return title
+    return path.parent.name or name
+
+
+def _strip_suffix(name: str) -> str:
+    return name[: -len(Path(name).suffix)] if name.lower().endswith(_WEIGHT_SUFFIXES) else name
+
+
+def _generic(name: str) -> bool:
+    low = name.lower()
+    return low.endswith("model") or low in _GENERIC
+
+
+def _card_title(folder: Path) -> str | None:
+    """The first ``# `` heading of ``folder/README.md`` after its front matter, if short."""
+    card = folder / "README.md"
+    try:
+        text = card.read_text(encoding="utf-8", errors="replace") if card.is_file() else ""
+    except OSError:
+        return None
+    if text.startswith("---"):
+        text = text.split("\n---", 1)[-1] if "\n---" in text[3:] else ""
+    for line in text.splitlines():
+        if line.startswith("# "):
+            title = line[2:].strip()
+            return title if 0 < len(title) <= _MAX_TITLE else None
+    return None

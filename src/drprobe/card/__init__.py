@@ -1,0 +1,1 @@
+"""Truncation cards: how far an embedding model's vectors can be cut on one's own data."""
