@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -155,3 +157,51 @@ def test_dropout_is_off_at_evaluation_and_on_in_training():
     plain.train()
     with torch.no_grad():
         torch.testing.assert_close(plain(x), plain(x), rtol=0, atol=0)
+
+
+def _bn_net() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
+        torch.nn.Flatten(), torch.nn.Dropout(0.5), torch.nn.Linear(4 * 8 * 8, 3))
+
+
+def _direct_linf_pgd(net, x, y, eps, steps, alpha, generator):
+    """PGD linf written out: eval mode, uniform random start in the box, signed steps."""
+    net.eval()
+    delta = (torch.rand(x.shape, generator=generator) * 2 - 1) * eps
+    delta = (x + delta).clamp(0, 1) - x
+    for _ in range(steps):
+        delta.requires_grad_(True)
+        loss = torch.nn.functional.cross_entropy(net(x + delta), y)
+        (grad,) = torch.autograd.grad(loss, delta)
+        delta = (delta.detach() + alpha * grad.sign()).clamp(-eps, eps)
+        delta = (x + delta).clamp(0, 1) - x
+    net.train()
+    return (x + delta).detach()
+
+
+def test_the_training_attack_runs_in_eval_mode_from_a_random_start():
+    from drprobe.pretrain.config import Adversarial
+    from drprobe.pretrain.train import attack
+
+    net = _bn_net().train()
+    x = torch.rand(16, 1, 8, 8, generator=torch.Generator().manual_seed(2))
+    y = torch.arange(16) % 3
+    net(x)  # running statistics that are not the defaults
+    twin = copy.deepcopy(net)
+    stats = [t.clone() for t in net[1].state_dict().values()]
+    adv = Adversarial(norm="linf", eps=0.1, steps=4)
+    assert adv.random_start  # the recipe's default
+    got = attack(net, torch.nn.Identity(), x, y, adv, torch.Generator().manual_seed(5))
+    assert net.training  # back in train mode for the training pass
+    for before, after in zip(stats, net[1].state_dict().values()):
+        assert torch.equal(before, after)  # the attack's passes left batch norm alone
+    want = _direct_linf_pgd(twin, x, y, 0.1, 4, adv.alpha,
+                            torch.Generator().manual_seed(5))
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
+    # the train-mode attack (batch statistics, dropout) is a different one: the test can tell
+    net.train()
+    train_mode = pgd(lambda xa, ya: torch.nn.functional.cross_entropy(net(xa), ya), x, y, "linf",
+                     0.1, 4, adv.alpha, True, torch.Generator().manual_seed(5))
+    assert not torch.allclose(train_mode, got, atol=1e-6)

@@ -114,14 +114,15 @@ class Optimizer(_Strict):
 
 class Adversarial(_Strict):
     """PGD adversarial training (Madry et al.) in [0, 1] pixel space: ``steps`` steps of size
-    ``step_size`` (default 2.5 * eps / steps) inside the ``norm`` ball of radius ``eps``;
-    the network trains on the perturbed images only. Costs (steps + 1) x a clean epoch."""
+    ``step_size`` (default 2.5 * eps / steps) inside the ``norm`` ball of radius ``eps``, from a
+    random start by default, the attack run in eval mode (the robustness library's recipe); the
+    network trains on the perturbed images only. Costs (steps + 1) x a clean epoch."""
 
     norm: Literal["l2", "linf"]
     eps: PositiveFloat
     steps: PositiveInt = 3
     step_size: PositiveFloat | None = None
-    random_start: bool = False
+    random_start: bool = True
 
     @property
     def alpha(self) -> float:

@@ -111,6 +111,19 @@ def _check_same(folder: Path, stored: dict, recipe: Recipe, seed: int, what: str
             f"{seed} now has; write to another --out or delete that folder")
 
 
+def attack(net: torch.nn.Module, normalise: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
+           adv, generator: torch.Generator) -> torch.Tensor:
+    """The recipe's PGD examples of a batch, attacked in eval mode (as the robustness library
+    does: batch norm uses its running statistics and the attack's passes do not update them,
+    dropout is off), then the network back in train mode for the training pass."""
+    net.eval()
+    try:
+        return pgd(lambda xa, ya: F.cross_entropy(net(normalise(xa)), ya), x, y, adv.norm,
+                   adv.eps, adv.steps, adv.alpha, adv.random_start, generator)
+    finally:
+        net.train()
+
+
 def _epoch(net, normalise, recipe: Recipe, source: SourceData, opt, sched,
            generator: torch.Generator, bar: tqdm | None) -> dict:
     """One pass over the training subset in the generator's order (last partial batch dropped
@@ -125,8 +138,7 @@ def _epoch(net, normalise, recipe: Recipe, source: SourceData, opt, sched,
         idx = order[step * bs:(step + 1) * bs]
         x, y = pixels(source.train_x[idx], size), source.train_y[idx]
         if adv is not None:
-            x = pgd(lambda xa, ya: F.cross_entropy(net(normalise(xa)), ya), x, y, adv.norm,
-                    adv.eps, adv.steps, adv.alpha, adv.random_start, generator)
+            x = attack(net, normalise, x, y, adv, generator)
         loss, logits = training_loss(net, normalise(x), y, alpha)
         opt.zero_grad(set_to_none=True)
         loss.backward()
