@@ -19,6 +19,7 @@ from drprobe.experiment.demo import DEMO_FRACTIONS
 from drprobe.pipeline import study as _study
 from drprobe.pretrain.command import pretrain as _pretrain
 from drprobe.selectors.family import DEFAULT_SEEDS
+from drprobe.validation import comma_list, positive_options
 
 
 def _listed(values: tuple) -> str:
@@ -26,30 +27,11 @@ def _listed(values: tuple) -> str:
     return ",".join(f"{v:g}" for v in values)
 
 
-def _numbers(text: str, kind: type, what: str) -> tuple:
-    try:
-        return tuple(kind(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        name = "numbers" if kind is float else "integers"
-        raise InvalidValueError(f"{what} must be comma-separated {name}; got {text!r}") from None
-
-
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
              commands={"card": _card, "pretrain": _pretrain, "study": _study})
 @click.version_option(package_name="drprobe")
 def app() -> None:
     """Measure diffused redundancy in pretrained representations."""
-
-
-def _positive(**values: int | None) -> None:
-    for name, value in values.items():
-        if value is not None and value < 1:
-            flag = "--" + name.replace("_", "-")
-            raise InvalidValueError(f"{flag} must be a positive integer; got {value}")
-
-
-def _names(text: str) -> tuple[str, ...]:
-    return tuple(v.strip() for v in text.split(",") if v.strip())
 
 
 def _report_run(title: str, output, out: Path) -> None:
@@ -120,12 +102,12 @@ def demo(out, model, layers, dataset, n_train, n_test, image_size, fractions, se
     from drprobe.experiment.preflight import prepare_output
     from drprobe.experiment.runner import run_experiment
 
-    _positive(n_train=n_train, n_test=n_test, image_size=image_size)
+    positive_options(n_train=n_train, n_test=n_test, image_size=image_size)
     prepare_output(out)
     config = demo_config(
-        model=model, layers=_names(layers), dataset=dataset, n_train=n_train, n_test=n_test,
-        image_size=image_size, fractions=_numbers(fractions, float, "--fractions"),
-        seeds=_numbers(seeds, int, "--seeds"), twin=twin,
+        model=model, layers=comma_list(layers), dataset=dataset, n_train=n_train, n_test=n_test,
+        image_size=image_size, fractions=comma_list(fractions, float, "--fractions"),
+        seeds=comma_list(seeds, int, "--seeds"), twin=twin,
         checkpoint=str(checkpoint) if checkpoint else None,
         data_root=str(data_root) if data_root else None)
     output = run_experiment(config, out, cache_dir=cache_dir, progress=progress,
@@ -222,7 +204,7 @@ def extract(model, layer, dataset, split, n, image_size, max_tokens, pooling, we
     from drprobe.experiment.store import export_npz
     from drprobe.features import get_features
 
-    _positive(n=n, image_size=image_size, max_tokens=max_tokens)
+    positive_options(n=n, image_size=image_size, max_tokens=max_tokens)
     if max_tokens is not None:
         if image_size is not None or not dataset.startswith("text:"):
             raise InvalidValueError("--max-tokens sets a text model's token limit on a text:PATH "
@@ -275,15 +257,15 @@ def probe(features, layer, out, selectors, fractions, counts, seeds, n_train, n_
     from drprobe.experiment.config import parse_config
     from drprobe.experiment.runner import run_experiment
 
-    _positive(n_train=n_train, n_test=n_test)
-    grid = ({"counts": list(_numbers(counts, int, "--counts"))} if counts else
-            {"fractions": list(_numbers(fractions, float, "--fractions"))})
+    positive_options(n_train=n_train, n_test=n_test)
+    grid = ({"counts": list(comma_list(counts, int, "--counts"))} if counts else
+            {"fractions": list(comma_list(fractions, float, "--fractions"))})
     config = parse_config({
         "name": f"probe-{features.stem}", "models": [{"spec": "precomputed",
                                                      "weights": ["pretrained"]}],
         "layers": [layer], "datasets": [{"name": f"features:{features}", "label": features.stem,
                                          "n_train": n_train, "n_test": n_test}],
-        "selectors": list(_names(selectors)), "seeds": list(_numbers(seeds, int, "--seeds")),
+        "selectors": list(comma_list(selectors)), "seeds": list(comma_list(seeds, int, "--seeds")),
         **grid,
     }, source="probe options")
     out = out if out is not None else Path("runs") / config.name

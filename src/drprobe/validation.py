@@ -11,9 +11,9 @@ from typing import Annotated, Any, TypeVar, Union
 
 from pydantic import AfterValidator, BaseModel, ValidationError
 
-from drprobe.errors import ConfigError, DrprobeError
+from drprobe.errors import ConfigError, DrprobeError, InvalidValueError
 
-__all__ = ["checked_by", "describe_error", "validate"]
+__all__ = ["checked_by", "comma_list", "describe_error", "positive_options", "validate"]
 
 Model = TypeVar("Model", bound=BaseModel)
 
@@ -136,3 +136,24 @@ def checked_by(check: Callable[[Any], Any]) -> AfterValidator:
             raise ValueError(str(err)) from None
         return value
     return AfterValidator(run)
+
+
+# ------------------------------------------------------------------ command-line values
+
+
+def comma_list(text: str, kind: type = str, what: str = "the value") -> tuple:
+    """Comma-separated option text as a tuple of ``kind`` (blanks dropped, names stripped):
+    ``"1, 2,"`` -> ``(1, 2)``; a value ``kind`` refuses is one line naming ``what``."""
+    try:
+        return tuple(kind(v.strip()) for v in text.split(",") if v.strip())
+    except ValueError:
+        name = {float: "numbers", int: "integers"}.get(kind, "values")
+        raise InvalidValueError(f"{what} must be comma-separated {name}; got {text!r}") from None
+
+
+def positive_options(**values: int | None) -> None:
+    """Refuse, on one line naming its ``--flag``, an option value below 1 (None passes)."""
+    for name, value in values.items():
+        if value is not None and value < 1:
+            flag = "--" + name.replace("_", "-")
+            raise InvalidValueError(f"{flag} must be a positive integer; got {value}")

@@ -33,7 +33,7 @@ from drprobe.card.strategies import (
     check_strategies,
 )
 from drprobe.card.summary import DEFAULT_KEEPS, SAFE_KEEP, TaskSummary, summarize_task
-from drprobe.card.tasks import RETRIEVAL_K, check_tasks, run_task
+from drprobe.card.tasks import RETRIEVAL_K, check_tasks, run_task, search_sides
 from drprobe.errors import InvalidValueError
 from drprobe.selectors import SubsetFamily, is_seeded, make_family
 
@@ -105,12 +105,16 @@ class Card:
             ks.append(float(c.iloc[0]) if len(c) and np.isfinite(c.iloc[0]) else math.inf)
         return max(ks) if ks else math.inf
 
-    def recommended(self, keep: float = SAFE_KEEP) -> tuple[str, int]:
-        """(strategy, size): the smallest size keeping ``keep`` on every task (ties: the
-        strategy listed first); refused on one line when no strategy gets below the width."""
+    def best(self, keep: float = SAFE_KEEP) -> tuple[str, float]:
+        """(strategy, size) of the smallest size keeping ``keep`` on every task (ties: the
+        strategy listed first; the size is inf when no strategy keeps it)."""
         best = min(self.strategies, key=lambda st: (self.smallest(st, keep),
                                                     self.strategies.index(st)))
-        k = self.smallest(best, keep)
+        return best, self.smallest(best, keep)
+
+    def recommended(self, keep: float = SAFE_KEEP) -> tuple[str, int]:
+        """:meth:`best`, refused on one line when no strategy gets below the width."""
+        best, k = self.best(keep)
         if not math.isfinite(k) or k >= self.d:
             raise InvalidValueError(f"no strategy keeps {keep:.0%} of full quality below "
                                     f"{self.d} dimensions; name a cut, e.g. pca-k:{self.d // 2}")
@@ -159,18 +163,6 @@ def _search_rows(task: str, summary: TaskSummary, Q: np.ndarray, C: np.ndarray,
     for r in rows:
         r["speedup"] = full / r["seconds_per_query"] if r["seconds_per_query"] > 0 else np.nan
     return rows
-
-
-def _search_sides(task: str, data: CardData, parts: dict[str, np.ndarray]):
-    """(queries, corpus) a search task runs: retrieval's own, kNN's test items against the
-    training part; None for the tasks that search nothing (probe, sts)."""
-    if task == "retrieval":
-        r = data.retrieval
-        return parts[r.queries], np.concatenate([np.asarray(parts[p]) for p in r.corpus])
-    if task == "knn":
-        tr, te = data.classification
-        return parts[te], parts[tr]
-    return None
 
 
 def make_card(
@@ -234,7 +226,7 @@ def make_card(
                           progress=progress)
         summaries[task] = summarize_task(scores, keeps, n_boot=n_boot, ci=ci)
         seconds[task] = time.perf_counter() - t
-        sides = _search_sides(task, cd, parts)
+        sides = search_sides(task, cd, parts)
         if sides is not None:
             t = time.perf_counter()
             search += _search_rows(task, summaries[task], *sides, d)

@@ -8,21 +8,15 @@ import click
 
 from drprobe.card.strategies import DEFAULT_CARD_SEEDS, DEFAULT_STRATEGIES, check_strategies
 from drprobe.errors import InvalidValueError
+from drprobe.validation import comma_list, positive_options
 
 __all__ = ["card", "parse_export"]
 
 CUT_FILE = "cut.npz"
 
 
-def _split(text: str | None) -> list[str] | None:
-    return None if text is None else [v.strip() for v in text.split(",") if v.strip()]
-
-
-def _ints(text: str | None, flag: str) -> list[int] | None:
-    try:
-        return None if text is None else [int(v) for v in _split(text)]
-    except ValueError:
-        raise InvalidValueError(f"{flag} must be comma-separated integers; got {text!r}") from None
+def _listed(text: str | None, kind: type = str, flag: str = "") -> list | None:
+    return None if text is None else list(comma_list(text, kind, flag))
 
 
 def parse_export(text: str | None) -> tuple[str, int | None] | None:
@@ -83,13 +77,11 @@ def card(model, data, tasks, strategies, sizes, seeds, n, max_tokens, checkpoint
     from drprobe.card.render import write_card
     from drprobe.card.summary import verdict
 
-    for flag, value in (("--n", n), ("--max-tokens", max_tokens), ("--n-boot", n_boot)):
-        if value is not None and value < 1:
-            raise InvalidValueError(f"{flag} must be a positive integer; got {value}")
+    positive_options(n=n, max_tokens=max_tokens, n_boot=n_boot)
     wanted = parse_export(export)
     result = make_card(
-        model, data, tasks=_split(tasks), strategies=_split(strategies),
-        sizes=_ints(sizes, "--sizes"), seeds=_ints(seeds, "--seeds") or [], n=n,
+        model, data, tasks=_listed(tasks), strategies=_listed(strategies),
+        sizes=_listed(sizes, int, "--sizes"), seeds=_listed(seeds, int, "--seeds") or [], n=n,
         max_tokens=max_tokens,
         checkpoint=None if checkpoint is None else str(checkpoint),
         cache_dir=None if cache_dir is None else str(cache_dir), n_boot=n_boot,

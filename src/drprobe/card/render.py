@@ -112,9 +112,7 @@ def card_json(card: Card) -> dict:
         tasks[task] = {"metric": s.metric, "full": {k: _num(v) for k, v in s.full.items()},
                        "curves": curves, "smallest_dim": smallest,
                        "verdicts": [verdict(s, keep, card.d) for keep in card.keeps]}
-    best = min(card.strategies, key=lambda st: (card.smallest(st, SAFE_KEEP),
-                                                card.strategies.index(st)))
-    smallest = card.smallest(best, SAFE_KEEP)
+    best, smallest = card.best(SAFE_KEEP)
     truncate = card.smallest("first-k", SAFE_KEEP) if "first-k" in card.strategies else math.inf
     truncate = truncate if truncate < card.d else math.inf  # no first-k cut keeps it: null
     return {

@@ -23,6 +23,7 @@ from drprobe.card.strategies import STRATEGIES
 from drprobe.card.tasks import TaskScores
 from drprobe.errors import InvalidValueError
 from drprobe.metrics import bootstrap_critical_mass, critical_mass
+from drprobe.metrics.compare import interval
 from drprobe.metrics.retrieval import spearman_rows
 
 __all__ = ["DEFAULT_KEEPS", "SAFE_KEEP", "SERVE_KEEP", "TaskSummary", "summarize_task", "verdict"]
@@ -49,12 +50,6 @@ class TaskSummary:
     def __init__(self, task, metric, full, curve, critical):
         self.task, self.metric, self.full = task, metric, full
         self.curve, self.critical = curve, critical
-
-
-def _interval(values: np.ndarray, ci: float) -> tuple[float, float]:
-    alpha = 100.0 * (1.0 - ci) / 2.0
-    lo, hi = np.percentile(values, [alpha, 100.0 - alpha], axis=0)
-    return lo, hi
 
 
 def _replicates(scores: TaskScores, columns: list[list[np.ndarray]], idx: np.ndarray
@@ -111,7 +106,7 @@ def summarize_task(scores: TaskScores, keeps: Sequence[float] = DEFAULT_KEEPS,
     columns = [[scores.full]] + [[scores.points[(s, sd, k)] for sd in seeds[(s, k)]]
                                  for s, k in keys]
     rep = _replicates(scores, columns, idx)
-    lo, hi = _interval(rep, ci)
+    lo, hi = np.array([interval(rep[:, j], ci) for j in range(rep.shape[1])]).T
     full_q = _quality(scores, [scores.full])
     full = {"quality": full_q, "low": float(lo[0]), "high": float(hi[0]),
             **scores.extra.get("full", {})}

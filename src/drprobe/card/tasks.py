@@ -41,7 +41,8 @@ from drprobe.metrics.retrieval import knn_correct, ranking_metrics
 from drprobe.probes import ProbeBank
 from drprobe.selectors import SubsetFamily
 
-__all__ = ["TASKS", "Point", "TaskScores", "available_tasks", "check_tasks", "run_task"]
+__all__ = ["TASKS", "Point", "TaskScores", "available_tasks", "check_tasks", "run_task",
+           "search_sides"]
 
 #: task -> (its main metric, what the data must provide)
 TASKS: dict[str, tuple[str, str]] = {
@@ -118,8 +119,18 @@ def _cut(family: SubsetFamily, X: np.ndarray, k: int) -> np.ndarray:
     return normalize(family.transform(X, k))
 
 
-def _rows(parts: dict[str, np.ndarray], names: Sequence[str]) -> np.ndarray:
-    return np.concatenate([np.asarray(parts[n], dtype=np.float32) for n in names])
+def search_sides(task: str, data: CardData, parts: dict[str, np.ndarray]):
+    """(queries, corpus) a search task runs: retrieval's queries against its corpus parts
+    (concatenated, float32), kNN's test items against the training part; None for the tasks
+    that search nothing (probe, sts)."""
+    if task == "retrieval":
+        r = data.retrieval
+        return (np.asarray(parts[r.queries], dtype=np.float32),
+                np.concatenate([np.asarray(parts[n], dtype=np.float32) for n in r.corpus]))
+    if task == "knn":
+        tr, te = data.classification
+        return parts[te], parts[tr]
+    return None
 
 
 def _cosine_points(families: Sequence[SubsetFamily], score) -> dict[Point, np.ndarray]:
@@ -145,7 +156,7 @@ def run_knn(data: CardData, parts: dict[str, np.ndarray],
 def run_retrieval(data: CardData, parts: dict[str, np.ndarray],
                   families: Sequence[SubsetFamily]) -> TaskScores:
     r = data.retrieval
-    Q, C = np.asarray(parts[r.queries], dtype=np.float32), _rows(parts, r.corpus)
+    Q, C = search_sides("retrieval", data, parts)
     main = f"ndcg@{RETRIEVAL_K}"
     extra: dict = {}
 

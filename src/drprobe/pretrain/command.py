@@ -9,6 +9,8 @@ from pathlib import Path
 
 import click
 
+from drprobe.validation import comma_list
+
 __all__ = ["pretrain"]
 
 
@@ -40,7 +42,7 @@ def pretrain(config, out, variants, device, threads, jobs, progress) -> None:
 
     cfg = load_pretrain_config(config)
     out = out if out is not None else Path("runs") / cfg.name
-    names = [v.strip() for v in variants.split(",") if v.strip()] if variants else None
+    names = list(comma_list(variants)) if variants else None
     results = run(cfg, out, progress=progress, device=device, threads=threads, jobs=jobs,
                   variants=names)
     for r in results:

@@ -16,8 +16,7 @@ exactly the same model at a larger size (warm start along the nesting).
 
 The Cholesky factorisation and the two triangular solves per evaluation run on one thread: their
 multi-threaded kernels round differently per thread count, the rest (products, reductions) does
-not, so the probes come out bit-identical on any machine (docs/reliability.md) at the speed of
-the multi-threaded solves (measured side by side on the paper's grid).
+not, so the probes come out bit-identical on any machine (docs/reliability.md).
 
 All arithmetic is torch on the members' device; the member loop is only around matrix products.
 """
