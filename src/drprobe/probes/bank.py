@@ -88,10 +88,10 @@ class ProbeBank(ProbeTrainer):
     on CPU; ``random_state`` is kept for the estimator contract.
 
     ``n_threads`` sets torch's intra-op threads during fit and inference (restored afterwards;
-    None leaves torch's setting). The results do not depend on it: the solver runs the steps
-    that round differently per thread count (Cholesky, triangular solves) on one thread
-    (docs/reliability.md). On a machine shared with other busy processes, 1 thread avoids
-    threads waiting on each other at every small operation and can be many times faster.
+    None leaves torch's setting); the solver's products run on a pool of that many threads.
+    The results do not depend on it: the products are single-threaded BLAS calls on row blocks
+    fixed by the shapes and summed in block order, the factorisation runs on one thread
+    (docs/reliability.md).
 
     A :class:`~drprobe.probes.contract.ProbeTrainer` on features (protocol ``cached``), and
     the one the wide path takes (``wide_capable``): its sample-space probes are this bank on
@@ -221,24 +221,24 @@ class ProbeBank(ProbeTrainer):
         n_tr = int(X[0].shape[0])
         Zs = dict(zip(cs, design.materialize([(X[0], "X_train"), (X[1], "X_val")], bases,
                                          grid.device, grid.dtype)))
-        chol = {}
+        factors = {}
         for c in cs:
             self.stats_[c] = tuple(t.cpu() for t in design.standardize_(Zs[c], n_tr,
                                                                      self.standardize))
             Zt = Zs[c][:n_tr]
             # softmax cross-entropy curvature at the uniform start is about 1/C per class
-            chol[c] = preconditioner_factors(Zt.T @ Zt / n_tr, grid, 1.0 / len(self.classes_))
+            factors[c] = preconditioner_factors(Zt.T @ Zt / n_tr, grid, 1.0 / len(self.classes_))
         setup = {c: (time.perf_counter() - t0) / len(cs) / max(1, len(self.plan_.solved(c)))
                  for c in cs}
         warm: dict[int, torch.Tensor] = {}
         for k in sorted({k for c in cs for k in self.plan_.solved(c)}):
             members = [c for c in cs if k in self.plan_.solved(c)]
-            self._fit_size(k, members, Zs, chol, warm, y_all, n_tr, grid, setup)
+            self._fit_size(k, members, Zs, factors, warm, y_all, n_tr, grid, setup)
             bar.update(len(members))
 
     def _fit_size(
         self, k: int, members: list[int], Zs: dict[int, torch.Tensor],
-        chol: dict[int, torch.Tensor], warm: dict[int, torch.Tensor], y_all: torch.Tensor,
+        factors: dict[int, torch.Tensor], warm: dict[int, torch.Tensor], y_all: torch.Tensor,
         n_tr: int, grid: torch.Tensor, setup: dict[int, float],
     ) -> None:
         """Train, select and optionally refit the size-k probes of ``members``."""
@@ -250,7 +250,7 @@ class ProbeBank(ProbeTrainer):
                 v0[i, :, : warm[c].shape[1]] = warm[c]
         prob = GroupProblem(
             Z=[Zs[c][:n_tr, :p] for c in members], y=y_all[:n_tr], n_classes=C,
-            lams=grid.expand(F, L), chol=[chol[c][:, :p, :p].contiguous() for c in members],
+            lams=grid.expand(F, L), factors=[factors[c][:, :p, :p].contiguous() for c in members],
             v0=v0, Z_val=[Zs[c][n_tr:, :p] for c in members], y_val=y_all[n_tr:],
         )
         sol = solve_group(prob, int(self.max_steps), float(self.tol), self.patience)
@@ -271,7 +271,8 @@ class ProbeBank(ProbeTrainer):
             j = torch.as_tensor(best, device=grid.device)
             prob = GroupProblem(
                 Z=[Zs[c][:, :p] for c in members], y=y_all, n_classes=C, lams=grid[j][:, None],
-                chol=[chol[c][b:b + 1, :p, :p].contiguous() for c, b in zip(members, best)],
+                factors=[factors[c][b:b + 1, :p, :p].contiguous()
+                         for c, b in zip(members, best)],
                 v0=sol.v[torch.arange(F, device=grid.device), j][:, None],
             )
             resol = solve_group(prob, int(self.max_steps), float(self.tol))

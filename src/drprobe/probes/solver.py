@@ -7,18 +7,18 @@ slot minimises, over W of shape (p, C),
     f(W) = mean_i CE(softmax(z_i W), y_i) + (lam / 2) * ||W[1:]||_F^2      (bias row 0 unpenalised)
 
 which is scikit-learn's ``LogisticRegression(C=1 / (lam * n))`` objective. Every slot runs its own
-L-BFGS (own history, own Armijo step, own stopping test) in preconditioned coordinates
-v = L^T W, where L L^T = a * G + lam * D is the Cholesky factor of a curvature bound built from
-the Gram matrix G = Z^T Z / n (D = identity without the bias entry). Because Cholesky factors are
-nested (the factor of a leading block is the leading block of the factor), one factorisation per
-(basis, lam) preconditions every prefix size, and a solution for size k padded with zeros in v is
-exactly the same model at a larger size (warm start along the nesting).
+L-BFGS (own history, own Armijo step, own stopping test) in preconditioned coordinates v with
+W = T v, T = L^{-T}, where L L^T = a * G + lam * D is the Cholesky factor of a curvature bound
+built from the Gram matrix G = Z^T Z / n (D = identity without the bias entry). Cholesky factors
+and their inverses are nested (the factor of a leading block is the leading block of the factor),
+so one factorisation per (basis, lam) preconditions every prefix size, and a solution for size k
+padded with zeros in v is exactly the same model at a larger size (warm start along the nesting).
 
-The Cholesky factorisation and the two triangular solves per evaluation run on one thread: their
-multi-threaded kernels round differently per thread count, the rest (products, reductions) does
-not, so the probes come out bit-identical on any machine (docs/reliability.md).
-
-All arithmetic is torch on the members' device; the member loop is only around matrix products.
+Only the slots still running cost anything: an evaluation multiplies the features by the weights
+of the active slots alone, so the data products narrow as slots converge. The products (data and
+change of coordinates) run as single-threaded BLAS calls on fixed row blocks spread over a thread
+pool (:mod:`drprobe.probes.products`), and the factorisation on one thread, so the probes come
+out bit-identical whatever the thread count or the machine's load (docs/reliability.md).
 """
 
 from __future__ import annotations
@@ -27,13 +27,12 @@ from dataclasses import dataclass
 
 import torch
 
-from drprobe.devices import torch_threads
+from drprobe.probes.products import RowBlockProducts, TorchProducts, blas_pool
 
 HISTORY = 10  # L-BFGS memory
 MAX_LINE_SEARCH = 25
 ARMIJO_C1 = 1e-4
 LOG_PROB_FLOOR = -60.0  # exp() below this is flushed to exactly e^-60: no denormal slow paths
-STACK_BYTES = 64 * 2**20  # members are stacked into batched tensors up to this size
 
 
 @dataclass
@@ -45,7 +44,8 @@ class GroupProblem:
         y: (n,) int64 class indices in [0, n_classes).
         n_classes: C.
         lams: (F, L) L2 strengths.
-        chol: per member, (L, p, p) lower-triangular Cholesky factors of the preconditioner.
+        factors: per member, (L, p, p) upper-triangular T = L^{-T}, the inverse transposed
+            Cholesky factors of the preconditioner (:func:`preconditioner_factors`); W = T v.
         v0: optional (F, L, p, C) starting point in preconditioned coordinates (default zeros).
         Z_val, y_val: optional validation features (per member (n_val, p)) and labels, used
             only for early stopping on validation accuracy (``patience``).
@@ -55,7 +55,7 @@ class GroupProblem:
     y: torch.Tensor
     n_classes: int
     lams: torch.Tensor
-    chol: list[torch.Tensor]
+    factors: list[torch.Tensor]
     v0: torch.Tensor | None = None
     Z_val: list[torch.Tensor] | None = None
     y_val: torch.Tensor | None = None
@@ -85,67 +85,59 @@ class GroupSolution:
 class _Objective:
     """Objective, gradient and the change of coordinates for one group.
 
-    Small groups are stacked into batched tensors (one bmm / one triangular solve per step for
-    all members: few, large kernels); large ones loop over members on views of their features.
+    An evaluation covers the members and slots still active: the data products then have fewer
+    columns as slots converge. Entries of other slots come back as NaN loss and zero gradients;
+    the caller ignores them.
     """
 
-    def __init__(self, prob: GroupProblem) -> None:
+    def __init__(self, prob: GroupProblem, products: RowBlockProducts | TorchProducts) -> None:
         self.prob = prob
+        self.products = products
         self.n = int(prob.y.shape[0])
         self.F, self.L = prob.lams.shape
-        ref = prob.Z[0]
-        F, L, n, p = self.F, self.L, self.n, ref.shape[1]
-        self.onehot = torch.nn.functional.one_hot(prob.y, prob.n_classes).to(ref.dtype)
-        self.logits = torch.empty(F, n, L * prob.n_classes, dtype=ref.dtype, device=ref.device)
-        size = ref.element_size()
-        self.Zb = torch.stack(prob.Z) if F * n * p * size <= STACK_BYTES else None
-        self.Lb = torch.stack(prob.chol) if F * L * p * p * size <= STACK_BYTES else None
-
-    def _solve(self, v: torch.Tensor, members: list[int], transpose: bool) -> torch.Tensor:
-        """L^{-T} v (transpose) or L^{-1} v per member: (F, L, p, C) -> (F, L, p, C), on one
-        thread (a multi-threaded triangular solve rounds differently per thread count)."""
-        with torch_threads(1):
-            if self.Lb is not None:
-                A = self.Lb.mT if transpose else self.Lb
-                return torch.linalg.solve_triangular(A, v, upper=transpose)
-            out = torch.zeros_like(v)
-            for i in members:
-                A = self.prob.chol[i].mT if transpose else self.prob.chol[i]
-                out[i] = torch.linalg.solve_triangular(A, v[i], upper=transpose)
-            return out
+        self.onehot = torch.nn.functional.one_hot(prob.y, prob.n_classes).to(prob.Z[0].dtype)
 
     def __call__(
-        self, v: torch.Tensor, members: list[int]
+        self, v: torch.Tensor, members: list[int], slots: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Loss (F, L), gradient in v (F, L, p, C), gradient in W and W itself."""
-        prob, n, F, L = self.prob, self.n, self.F, self.L
-        C = prob.n_classes
-        p = v.shape[2]
-        W = self._solve(v, members, transpose=True)
-        Wm = W.permute(0, 2, 1, 3).reshape(F, p, L * C)
-        if self.Zb is not None:
-            torch.bmm(self.Zb, Wm, out=self.logits)
-        else:
-            for i in members:
-                torch.matmul(prob.Z[i], Wm[i], out=self.logits[i])
-        lg = self.logits.view(F, n, L, C)
-        top = lg.amax(dim=3, keepdim=True)
-        # exp of gaps below the floor would be denormal (slow on CPUs); they count as e^-60
-        R = torch.exp((lg - top).clamp_(min=LOG_PROB_FLOOR))  # (F, n, L, C)
-        total = R.sum(dim=3, keepdim=True)
-        lse = (top + total.log()).squeeze(3)  # (F, n, L)
-        picked = lg.gather(3, prob.y.view(1, n, 1, 1).expand(F, n, L, 1)).squeeze(3)
-        loss = (lse - picked).mean(dim=1) + 0.5 * prob.lams * W[:, :, 1:].square().sum((2, 3))
-        R.div_(total).sub_(self.onehot.view(1, n, 1, C)).div_(n)
-        if self.Zb is not None:
-            G = torch.bmm(self.Zb.mT, R.view(F, n, L * C))
-        else:
-            G = torch.zeros(F, p, L * C, dtype=v.dtype, device=v.device)
-            for i in members:
-                torch.matmul(prob.Z[i].T, R[i].view(n, L * C), out=G[i])
-        gW = G.view(F, p, L, C).permute(0, 2, 1, 3).contiguous()
-        gW[:, :, 1:] += prob.lams[:, :, None, None] * W[:, :, 1:]
-        return loss, self._solve(gW, members, transpose=False), gW, W
+        """Loss (F, L), gradient in v (F, L, p, C), gradient in W and W itself, computed for
+        the given members and slots (other entries: NaN loss, zeros)."""
+        prob, n, products = self.prob, self.n, self.products
+        C, p, S, M = prob.n_classes, v.shape[2], len(slots), len(members)
+        rows = torch.as_tensor(members, device=v.device)[:, None]
+        cols = slots[None, :]
+        factors = [prob.factors[i] for i in members]
+        Zs = [prob.Z[i] for i in members]
+        W = products.change(factors, slots, v[rows, cols], transpose=False)  # (M, S, p, C)
+        y, onehot = prob.y, self.onehot
+
+        def residual(logits: torch.Tensor, rows: slice) -> tuple[torch.Tensor, torch.Tensor]:
+            """Softmax minus one-hot (r, S * C) and the summed cross-entropy (S,) of a block,
+            in place on the block's logits."""
+            lg = logits.view(-1, S, C)
+            lg.sub_(lg.amax(dim=2, keepdim=True))  # gaps to the row's largest logit, <= 0
+            picked = lg.gather(2, y[rows].view(-1, 1, 1).expand(-1, S, 1))
+            # exp of gaps below the floor would be denormal (slow on CPUs); they count as e^-60
+            R = lg.clamp_(min=LOG_PROB_FLOOR).exp_()
+            total = R.sum(dim=2, keepdim=True)
+            ce = (total.log() - picked).squeeze(2).sum(0)
+            R.div_(total).sub_(onehot[rows].view(-1, 1, C))
+            return R.view(-1, S * C), ce
+
+        ce, G = products.forward_backward(Zs, W.permute(0, 2, 1, 3).reshape(M, p, S * C),
+                                          residual)  # (M, S), (M, p, S * C)
+        gW = G.view(M, p, S, C).permute(0, 2, 1, 3).contiguous().div_(n)
+        lams = prob.lams[rows, cols]  # (M, S)
+        gW[:, :, 1:] += lams[:, :, None, None] * W[:, :, 1:]
+        loss = ce / n + 0.5 * lams * W[:, :, 1:].square().sum((2, 3))
+        gv = products.change(factors, slots, gW, transpose=True)
+
+        def full(x: torch.Tensor, fill: float) -> torch.Tensor:
+            out = torch.full((self.F, self.L, *x.shape[2:]), fill, dtype=x.dtype,
+                             device=x.device)
+            out[rows, cols] = x
+            return out
+        return full(loss, float("nan")), full(gv, 0.0), full(gW, 0.0), full(W, 0.0)
 
 
 def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -206,14 +198,19 @@ def solve_group(
     ``patience`` (and validation data in ``prob``) a slot also stops after ``patience`` steps
     without a gain in validation accuracy, and every slot returns its best-validation iterate.
     """
-    obj = _Objective(prob)
-    F, L = obj.F, obj.L
+    with blas_pool(prob.Z[0].device) as products:
+        return _minimise(_Objective(prob, products), max_steps, tol, patience)
+
+
+def _minimise(obj: _Objective, max_steps: int, tol: float, patience: int | None
+              ) -> GroupSolution:
+    prob, F, L = obj.prob, obj.F, obj.L
     C, p = prob.n_classes, prob.Z[0].shape[1]
     ref = prob.Z[0]
     v = (prob.v0.clone() if prob.v0 is not None
          else torch.zeros(F, L, p, C, dtype=ref.dtype, device=ref.device))
     members = list(range(F))
-    loss, gv, gW, W = obj(v, members)
+    loss, gv, gW, W = obj(v, members, torch.arange(L, device=ref.device))
     gmax = gW.abs().amax((2, 3))
     active = gmax > tol
     monitor = _ValidationMonitor(prob, W, v) if patience else None
@@ -227,6 +224,7 @@ def solve_group(
         act_members = active.any(1).nonzero().flatten().tolist()
         if not act_members:
             break
+        act_slots = active.any(0).nonzero().flatten()
         mask = active[:, :, None, None]
         d = _direction(gv, hist, gamma) * mask
         gd = _dot(gv, d)
@@ -236,7 +234,7 @@ def solve_group(
         step = torch.ones(F, L, dtype=ref.dtype, device=ref.device)
         for _ls in range(MAX_LINE_SEARCH):
             v_new = v + step[:, :, None, None] * d
-            loss_new, gv_new, gW_new, W_new = obj(v_new, act_members)
+            loss_new, gv_new, gW_new, W_new = obj(v_new, act_members, act_slots)
             ok = torch.isfinite(loss_new) & (
                 loss_new <= loss + ARMIJO_C1 * step * gd + slack * loss.abs()
             )
@@ -272,12 +270,15 @@ def solve_group(
 def preconditioner_factors(
     gram: torch.Tensor, lams: torch.Tensor, curvature: float
 ) -> torch.Tensor:
-    """Cholesky factors of ``curvature * gram + lam * D`` for every lam: (p, p) -> (L, p, p).
+    """The change of coordinates T = L^{-T} for every lam: (p, p) -> (L, p, p) upper-triangular,
+    where L L^T = ``curvature * gram + lam * D`` (Cholesky).
 
     ``gram`` is the (p, p) second-moment matrix of [1, Z] (bias first); D is the identity with
-    D[0, 0] = 0. Computed in float64 and returned in ``gram``'s original dtype; a small ridge is
-    added if round-off makes a matrix indefinite (it only changes the preconditioner, not the
-    objective).
+    D[0, 0] = 0. Factorised in ``gram``'s dtype, one single-threaded LAPACK task (potrf, trtri)
+    per lam on the solver's thread pool (one summation order: the same factor on any machine);
+    a small ridge is added if round-off makes a matrix indefinite (it only changes the
+    preconditioner, not the objective). The leading (q, q) block of T is the same map for the
+    leading q coordinates, which is what lets one factorisation serve every prefix size.
     """
     g64 = gram.to(torch.float64)
     p = g64.shape[0]
@@ -287,10 +288,10 @@ def preconditioner_factors(
     M.diagonal(dim1=1, dim2=2).add_(lams.to(torch.float64)[:, None] * eye)
     jitter = 1e-10 * float(g64.diagonal().abs().mean().clamp_min(1e-12))
     for _ in range(8):
-        with torch_threads(1):  # one summation order: the same factor on any machine
-            fac, info = torch.linalg.cholesky_ex(M)
-        if not bool((info != 0).any()):
-            return fac.to(gram.dtype)
+        with blas_pool(gram.device) as products:
+            T = products.inverse_factors(M.to(gram.dtype))
+        if T is not None:
+            return T
         M.diagonal(dim1=1, dim2=2).add_(jitter)
         jitter *= 100.0
     raise FloatingPointError("preconditioner is not positive definite")

@@ -4,16 +4,18 @@ The bank's probe on subset S minimises mean CE(Z W + b) + (λ/2)‖W‖²_F over
 unpenalised bias b, with Z (n, k) the subset's train columns standardised by train statistics,
 i.e. scikit-learn's ``LogisticRegression(C = 1/(λ·n))`` on those columns. The loss sees W only
 through Z W, and any part of W orthogonal to the rows of Z only adds penalty, so the optimum lies
-in the row space of Z. With the train Gram K = Z Zᵀ = U Λ Uᵀ (rank r ≤ n − 1, Z being centred)
-and W = Zᵀ U Λ^{-1/2} B for B (r, C):
+in the row space of Z. With the train Gram K = Z Zᵀ (rank r ≤ n − 1, Z being centred) and any M (n, r) with
+Mᵀ K M = I and Φ = K M a factor of K (Φ Φᵀ = K), W = Zᵀ M B for B (r, C) gives
 
-    Z W = U Λ^{1/2} B = Φ B,    ‖W‖_F = ‖B‖_F,    Z_o W = (Z_o Zᵀ) U Λ^{-1/2} B = Φ_o B,
+    Z W = K M B = Φ B,    ‖W‖_F = ‖B‖_F,    Z_o W = (Z_o Zᵀ) M B = Φ_o B,
 
-so the probe is *exactly* the same linear model on Φ = U Λ^{1/2} (n, r), with the same penalty
-and bias, and other rows (validation, test) map through their cross-Gram K_ot = Z_o Zᵀ. Φ's
-columns are already centred, so the bank trains on them with ``standardize=False``.
+so the probe is *exactly* the same linear model on Φ (n, r), with the same penalty and bias,
+and other rows (validation, test) map through their cross-Gram K_ot = Z_o Zᵀ. Φ = U Λ^{1/2}
+(M = U Λ^{-1/2}, the eigendecomposition) is one choice; the pivoted Cholesky factor is another,
+several times cheaper to compute (docs/performance.md), and is the one used. Φ's columns are already centred,
+so the bank trains on them with ``standardize=False``.
 
-Peak memory per size k: the Grams (n + n_o)·n float64, eigh workspace 2·n², and Φ, Φ_o
+Peak memory per size k: the Grams (n + n_o)·n float64, the factor n², and Φ, Φ_o
 (n + n_o)·r float64; the probe bank then works on width r ≤ n − 1 instead of k.
 """
 
@@ -24,12 +26,14 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
+from scipy.linalg import lapack, solve_triangular
 from sklearn.base import clone
 
+from drprobe.devices import one_blas_thread
+from drprobe.errors import InvalidValueError
 from drprobe.probes import ProbeBank, ProbeResult
 from drprobe.selectors import SubsetFamily
 from drprobe.wide.columns import ColumnReader
-from drprobe.wide.dual_pca import dual_pca
 from drprobe.wide.gram import DEFAULT_BLOCK, nested_cross_grams
 
 
@@ -50,11 +54,35 @@ def sample_space_features(
 ) -> tuple[np.ndarray, list[np.ndarray]]:
     """Φ (n, r) and Φ_o (n_o, r) from the standardised subset's Grams; k is the subset size.
 
-    Φ = U Λ^{1/2} over the r non-null eigenpairs of K_tt, Φ_o = K_ot U Λ^{-1/2}.
+    Any factor with Φ Φᵀ = K_tt serves (module docstring): Φ is the pivoted Cholesky factor,
+    P K_tt Pᵀ = L Lᵀ with L (n, r) and its leading (r, r) block L₁₁ invertible, rows put back
+    in their order (Φ = Pᵀ L); with M = Pᵀ [L₁₁^{-T}; 0], Mᵀ K_tt M = I and K_tt M = Φ, so
+    Φ_o = K_ot M = K_ot[:, pivots] L₁₁^{-T}. r stops where the largest remaining pivot falls to
+    rounding level (max(n, k)·ε·max diag K_tt) and never exceeds min(n − 1, k). About n³/3
+    multiply-adds, a fraction of an eigendecomposition's; on one BLAS thread (the same bits
+    whatever the thread count).
     """
-    n = np.asarray(K_tt).shape[0]
-    pca = dual_pca(K_tt, K_others, m=n, least=False, d=int(k))
-    return pca.train, pca.others
+    K = np.asarray(K_tt, dtype=np.float64)
+    n = K.shape[0]
+    if K.ndim != 2 or K.shape != (n, n) or n < 2:
+        raise InvalidValueError(f"K_tt must be a square Gram with n >= 2; got {K.shape}")
+    tol = max(n, int(k)) * np.finfo(np.float64).eps * float(np.max(np.diag(K), initial=0.0))
+    with one_blas_thread():
+        factor, piv, rank, info = lapack.dpstrf(K, lower=1, tol=tol)
+        if info < 0:
+            raise InvalidValueError(f"the Gram could not be factorised (LAPACK info {info})")
+        r = max(1, min(int(rank), n - 1, int(k)))
+        piv = piv - 1  # LAPACK counts from 1; row i of L is row piv[i] of K
+        L = np.tril(factor)[:, :r]
+        Phi = np.empty_like(L)
+        Phi[piv] = L
+        others = []
+        for Ko in K_others:
+            Ko = np.asarray(Ko, dtype=np.float64)
+            if Ko.ndim != 2 or Ko.shape[1] != n:
+                raise InvalidValueError(f"cross-Gram must have {n} columns; got {Ko.shape}")
+            others.append(solve_triangular(L[:r], Ko[:, piv[:r]].T, lower=True).T)
+    return Phi, others
 
 
 @dataclass
