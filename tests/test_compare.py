@@ -16,6 +16,7 @@ from drprobe.metrics.compare import (
     variant_interval,
 )
 from drprobe.metrics.redundancy import (
+    chance_corrected_dr,
     critical_fraction_interpolated,
     critical_mass,
     diffused_redundancy,
@@ -26,13 +27,13 @@ KS = np.array([5, 10, 20, 50, 100])
 
 
 def synthetic(knees, n_test=300, n_probe=3, full=0.9, seed=0) -> Variant:
-    """P networks (one per knee): accuracy rises linearly to ``full`` at f = knee, then flat;
-    each probe seed's correctness is a Bernoulli draw per example."""
+    """P networks (one per knee) of a 10-class task: accuracy rises linearly to ``full`` at
+    f = knee, then flat; each probe seed's correctness is a Bernoulli draw per example."""
     rng = np.random.default_rng(seed)
     P, F = len(knees), len(FRACTIONS)
     acc = np.array([[full * min(1.0, f / k) for f in FRACTIONS] for k in knees])  # (P, F)
     u = rng.random((P, n_probe, F, n_test))
-    return Variant(u < acc[:, None, :, None], FRACTIONS, KS)
+    return Variant(u < acc[:, None, :, None], FRACTIONS, KS, n_classes=10)
 
 
 def slow_replicate(v: Variant, delta: float, stat: str, d: Draws, b: int) -> float:
@@ -47,6 +48,8 @@ def slow_replicate(v: Variant, delta: float, stat: str, d: Draws, b: int) -> flo
         curve = np.array(curve)
         if stat == "dr":
             values.append(diffused_redundancy(v.fractions, curve, curve[-1], delta))
+        elif stat == "dr_chance":
+            values.append(chance_corrected_dr(v.fractions, curve, curve[-1], delta, 0.1))
         elif stat == "dr_interp":
             values.append(1 - critical_fraction_interpolated(v.fractions, curve, curve[-1], delta))
         else:
@@ -54,7 +57,7 @@ def slow_replicate(v: Variant, delta: float, stat: str, d: Draws, b: int) -> flo
     return float(np.mean(values))
 
 
-@pytest.mark.parametrize("stat", ["dr", "k_star", "dr_interp"])
+@pytest.mark.parametrize("stat", ["dr", "k_star", "dr_interp", "dr_chance"])
 def test_replicates_match_a_slow_loop(stat):
     v = synthetic([0.1, 0.2, 0.5], n_test=40)
     d = draw(np.random.default_rng(5), 12, 3, 3, 40)
@@ -108,7 +111,25 @@ def test_bad_inputs_are_one_line_errors():
         Variant(v.correct, FRACTIONS * 0.5, KS)
     with pytest.raises(InvalidValueError, match=r"correct \(P, S, F, N\)"):
         Variant(v.correct[0], FRACTIONS, KS)
-    with pytest.raises(InvalidValueError, match="valid choices: dr, k_star, dr_interp"):
+    with pytest.raises(InvalidValueError, match="valid choices: dr, k_star, dr_interp, dr_chance$"):
         network_stats(v, 0.9, "f_star")
     with pytest.raises(InvalidValueError, match="same test examples"):
         compare_variants(v, synthetic([0.1], n_test=11), 0.9)
+    with pytest.raises(InvalidValueError, match="unknown interval method 'bca'; valid choices"):
+        compare_variants(v, v, 0.9, n_boot=10, method="bca")
+
+
+def test_variant_interval_methods():
+    """t: value ± t_{P−1}·√(P/(P−1))·sd(replicates) clipped to [0, 1]; percentile: the
+    replicates' quantiles."""
+    from scipy import stats
+
+    v = synthetic([0.1, 0.5, 0.2, 0.3], n_test=500)
+    P, S, _, N = v.shape
+    reps = replicate_stats(v, 0.9, "dr", draw(np.random.default_rng(4), 300, P, S, N))
+    t = variant_interval(v, 0.9, n_boot=300, random_state=4)
+    half = stats.t.ppf(0.975, 3) * np.sqrt(4 / 3) * np.std(reps, ddof=1)
+    assert t["value"] + half > 1  # the clip matters here
+    assert (t["low"], t["high"]) == pytest.approx((t["value"] - half, 1.0))
+    pct = variant_interval(v, 0.9, n_boot=300, random_state=4, method="percentile")
+    assert (pct["low"], pct["high"]) == pytest.approx(tuple(np.percentile(reps, [2.5, 97.5])))

@@ -23,7 +23,8 @@ def test_split_label():
 
 def fake_results(seed: int = 0, n_test: int = 200, harder: float = 0.0) -> pd.DataFrame:
     """Rows of a run: variants 'steep' and 'flat' (3 networks each, 3 probe seeds), their
-    random twins under 'steep', on two datasets; correctness drawn per example."""
+    random twins under 'steep', on two datasets (10 and 4 classes); correctness drawn per
+    example."""
     rng = np.random.default_rng(seed)
     rows = []
     for variant, knee in (("steep", 0.1), ("flat", 0.5)):
@@ -40,6 +41,7 @@ def fake_results(seed: int = 0, n_test: int = 200, harder: float = 0.0) -> pd.Da
                             rows.append({"model": f"{variant}/seed{net}", "weights": weights,
                                          "layer": "penultimate", "dataset": ds,
                                          "selector": "random", "seed": s, "fraction": f,
+                                         "n_classes": 10 if ds == "mnist" else 4,
                                          "k": max(1, int(f * D)), "d": D,
                                          "test_acc": correct.mean(),
                                          "test_correct": correct.tolist()})
@@ -65,7 +67,8 @@ def test_variant_table_matches_direct_per_network_computation():
         assert r.dr_low <= r.dr + 1e-9 and r.dr + 1e-9 >= r.dr_low and r.dr_high >= r.dr_low
         assert r.networks == 3 and r.d == D
     steep = table[(table["variant"] == "steep")]
-    assert (steep["dr_diff"] == 0).all()
+    assert (steep["dr_diff"] == 0).all() and (steep[["dr_diff_low", "dr_diff_high"]] == 0).all().all()
+    assert steep["dr_diff_p"].isna().all()  # the reference is no comparison
     flat = table[(table["variant"] == "flat") & (table["delta"] == 0.9)]
     assert (flat["dr_diff_high"] < 0).all()  # flat curves are less redundant than steep ones
 
@@ -131,7 +134,12 @@ def test_report_draws_variant_figures(tmp_path):
     assert set(table["variant"]) == {"pix", "half"} and table["networks"].eq(2).all()
     assert (page.parent / "variants-dr.png").stat().st_size > 5000
     assert (page.parent / "variants-curves-px0.png").exists()
-    assert "DR per pretraining variant" in page.read_text()
+    text = page.read_text()
+    assert "DR per pretraining variant" in text
+    # the comparison table: raw and adjusted intervals side by side, the correction named
+    assert "Variant comparison" in text and "ΔDR adj. CI" in text and "ΔDR p_holm" in text
+    assert "Holm p-values" in text and "m = 1 comparisons" in text and "min_detectable" in text
+    assert table.loc[table["variant"] == "half", "dr_diff_family"].eq(1).all()
 
 
 def test_task_table_pairs_networks_across_tasks():

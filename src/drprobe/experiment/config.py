@@ -31,6 +31,7 @@ from pydantic import (
 from drprobe.analysis.tasks import resolve_grouping
 from drprobe.devices import check_device
 from drprobe.errors import ConfigError, DrprobeError
+from drprobe.experiment.patterns import expand_model_patterns
 from drprobe.features import PRECOMPUTED
 from drprobe.files import read_yaml
 from drprobe.metrics.redundancy import DEFAULT_DELTAS
@@ -335,13 +336,16 @@ class ExperimentConfig(_Strict):
 def parse_config(data: Any, source: str = "config") -> ExperimentConfig:
     """Validate plain data (as read from YAML) into an :class:`ExperimentConfig`.
 
+    Model entries with ``variants`` / ``seeds`` are expanded first
+    (:mod:`drprobe.experiment.patterns`).
+
     Raises:
         ConfigError: one line ``SOURCE: FIELD.PATH: problem`` for the first problem found.
     """
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: an experiment config must be a mapping of fields "
                           f"(name, models, datasets, ...), got {type(data).__name__}")
-    return validate(ExperimentConfig, data, source)
+    return validate(ExperimentConfig, expand_model_patterns(data, source), source)
 
 
 def load_config(path: str | os.PathLike) -> ExperimentConfig:

@@ -4,6 +4,9 @@ A curve is a score per fraction f (mean test accuracy over seeds, or CKA with fu
 
     f*_δ = min{f in the grid : score(f) ≥ δ·full}        (NaN if no grid point qualifies)
 
+Chance-corrected DR (:func:`chance_corrected_dr`): the same f*_δ on (score − c)/(full − c), c the
+chance accuracy (1/n_classes, or the majority-class rate).
+
 Comparisons allow 1e-12 of float slack, so a score equal to δ·full up to rounding qualifies.
 """
 
@@ -90,6 +93,42 @@ def critical_fraction_interpolated(
         return float(f[0])
     f0, f1, s0, s1 = f[i - 1], f[i], s[i - 1], s[i]
     return float(f0 + (thr - s0) * (f1 - f0) / (s1 - s0))
+
+
+def chance_level(n_classes: int | None = None, majority: float | None = None) -> float:
+    """The accuracy of guessing: ``majority`` (the test set's majority-class rate) when given,
+    else 1 / ``n_classes``."""
+    if majority is not None:
+        if not 0.0 <= float(majority) < 1.0:
+            raise InvalidValueError(f"majority must be a rate in [0, 1), got {majority!r}")
+        return float(majority)
+    if n_classes is None or int(n_classes) < 2:
+        raise InvalidValueError(f"chance needs n_classes >= 2 or a majority-class rate; got "
+                                f"n_classes={n_classes!r}")
+    return 1.0 / int(n_classes)
+
+
+def chance_corrected(scores: Any, full_score: float, chance: float) -> np.ndarray:
+    """Accuracy mapped to its share of the above-chance margin: (acc − chance) / (full − chance)
+    (0 at chance, 1 at the full layer); needs full_score > chance."""
+    full, c = float(np.mean(full_score)), float(chance)
+    if not (np.isfinite(full) and np.isfinite(c) and full > c):
+        raise InvalidValueError(f"the full-layer accuracy {full!r} must exceed the chance "
+                                f"level {c!r} to correct for chance")
+    return (np.asarray(scores, dtype=np.float64) - c) / (full - c)
+
+
+def chance_corrected_dr(
+    fractions: Sequence[float], scores: Any, full_score: float, delta: float, chance: float
+) -> float:
+    """DR_δ of the chance-corrected curve: 1 − min{f : (acc(f) − c)/(full − c) ≥ δ}.
+
+    A task whose chance level c is high reaches δ·full with little signal; this asks for a
+    share δ of the margin above chance instead. ``scores``: (n_fracs,) or (n_seeds, n_fracs)
+    (the seed mean is taken before mapping, as for :func:`diffused_redundancy`).
+    """
+    f, s = _curve(fractions, scores)
+    return diffused_redundancy(f, chance_corrected(s, full_score, chance), 1.0, delta)
 
 
 def critical_mass(ks: Sequence[int], scores: Any, full_score: float, delta: float) -> int | None:

@@ -37,7 +37,14 @@ from drprobe.report.html import FigureEntry, Skipped, render_page
 from drprobe.report.run_tables import efficiency_table, per_job
 from drprobe.report.style import FigureSkipped, short_model_column
 from drprobe.report.tables import dr_table, fairness_table, model_table, run_meta
-from drprobe.report.variants import headline_rows, variant_figures, variants_of
+from drprobe.report.variants import (
+    comparison_note,
+    comparison_table,
+    headline_rows,
+    task_comparison_table,
+    variant_figures,
+    variants_of,
+)
 
 FORMATS = ("png", "pdf", "svg")
 DPI = 100
@@ -169,6 +176,17 @@ def build_report(
     fairness = run_table(run, "fairness")
     if fairness is not None and not fairness.empty:
         page_tables.append(("Fairness trend", fairness_table(fairness), FAIRNESS_NOTE))
+    tasks = None
+    if variants is not None:
+        page_tables.append(("Variant comparison", comparison_table(variants),
+                            comparison_note(variants, f"differences against {reference!r}"
+                                            if reference else "no reference variant given")))
+        if results["dataset"].nunique() > 1:
+            tasks = task_table(headline_rows(results), DEFAULT_DELTAS,
+                               reference=_first_dataset(config))
+            page_tables.append(("Task comparison", task_comparison_table(tasks),
+                                comparison_note(tasks, "differences against the reference "
+                                                "dataset, same networks")))
     page_tables = [(title, short_model_column(table), note) for title, table, note in page_tables]
     page = render_page(
         f"drprobe report: {run.resolve().name}",
@@ -183,10 +201,8 @@ def build_report(
             _write_atomic(out / f"{entry.name}.{fmt}", data)
     if variants is not None:
         _write_atomic(out / "variants.csv", variants.to_csv(index=False).encode())
-        if results["dataset"].nunique() > 1:
-            tasks = task_table(headline_rows(results), DEFAULT_DELTAS,
-                               reference=_first_dataset(config))
-            _write_atomic(out / "tasks.csv", tasks.to_csv(index=False).encode())
+    if tasks is not None:
+        _write_atomic(out / "tasks.csv", tasks.to_csv(index=False).encode())
     page_path = out / "report.html"
     _write_atomic(page_path, page.encode("utf-8"))
     return page_path

@@ -4,13 +4,20 @@ A variant is a group of networks (``NAME/seedK`` model labels; see
 :mod:`drprobe.analysis.variants`). Two figures per run:
 
 - ``variants-dr``: DR_δ per variant and task (one panel per dataset, one point per variant and
-  layer) with the hierarchical bootstrap interval over pretraining seeds, probe seeds and test
-  examples; small dots are the networks' own DR_δ.
+  layer) with its interval (:mod:`drprobe.metrics.compare`: seed-level t, standard error from
+  the hierarchical bootstrap over pretraining seeds, probe seeds and test examples); small dots
+  are the networks' own DR_δ.
 - ``variants-curves-<dataset>``: accuracy against the fraction of neurons kept, one line per
   variant (mean over its networks of each network's probe-seed mean), band = the networks'
   minimum to maximum.
 
 Both use the ``random`` selector (else the first one) and the real (non-null) rows.
+
+Two page tables (:func:`comparison_table`, :func:`task_comparison_table`) show, at δ = 0.9,
+each variant's DR and chance-corrected DR with intervals and each difference with its raw
+interval and p-value beside the multiplicity-adjusted ones (Holm p, Bonferroni interval) and the
+smallest difference the design could detect; :func:`comparison_note` names the correction and the
+family size.
 """
 
 from __future__ import annotations
@@ -31,13 +38,14 @@ from drprobe.metrics.compare import network_stats
 from drprobe.report.style import FigureSkipped, ordered, panel_grid
 from drprobe.selectors import headline_selector
 
-__all__ = ["VARIANT_DELTA", "headline_rows", "variant_curves_figure", "variant_dr_figure", "variant_figures",
-           "variants_of"]
+__all__ = ["VARIANT_DELTA", "comparison_note", "comparison_table", "headline_rows",
+           "task_comparison_table", "variant_curves_figure", "variant_dr_figure",
+           "variant_figures", "variants_of"]
 
 VARIANT_DELTA = 0.9
-DR_CAPTION = ("DR_δ (δ = 0.9) per variant and task; bars: 95% hierarchical bootstrap interval "
-              "(pretraining seeds, then probe seeds, then test examples); dots: each network. "
-              "Grey: random-init twins.")
+DR_CAPTION = ("DR_δ (δ = 0.9) per variant and task; bars: 95% seed-level t interval with the "
+              "standard error of a hierarchical bootstrap (pretraining seeds, then probe seeds, "
+              "then test examples); dots: each network. Grey: random-init twins.")
 CURVE_CAPTION = ("Test accuracy against the fraction of neurons kept (random subsets): mean over "
                  "a variant's networks; band: the networks' minimum to maximum.")
 
@@ -156,3 +164,82 @@ def variant_figures(results: pd.DataFrame, table: pd.DataFrame | None,
         jobs.append((f"variants-curves-{slug(ds)}", f"Accuracy per variant: {ds}", CURVE_CAPTION,
                      lambda d=ds: variant_curves_figure(results, d)))
     return jobs
+
+
+def _span(low: float, high: float) -> str:
+    return "—" if pd.isna(low) or pd.isna(high) else f"[{low:+.3f}, {high:+.3f}]"
+
+
+def _num(value: float, fmt: str = ".3f") -> str:
+    return "—" if pd.isna(value) else format(value, fmt)
+
+
+def _diff_cells(r: pd.Series, stat: str, label: str) -> dict[str, str]:
+    """A difference's raw interval and p beside its adjusted ones, and its power line."""
+    cells = {label: _num(r.get(f"{stat}_diff", np.nan), "+.3f"),
+             f"{label} CI": _span(r.get(f"{stat}_diff_low"), r.get(f"{stat}_diff_high")),
+             f"{label} p": _num(r.get(f"{stat}_diff_p", np.nan), ".3g"),
+             f"{label} adj. CI": _span(r.get(f"{stat}_diff_adj_low"),
+                                       r.get(f"{stat}_diff_adj_high")),
+             f"{label} p_holm": _num(r.get(f"{stat}_diff_p_holm", np.nan), ".3g")}
+    if stat == "dr":
+        cells["min_detectable"] = _num(r.get("dr_min_detectable", np.nan))
+    return cells
+
+
+def _at_delta(table: pd.DataFrame | None, delta: float) -> pd.DataFrame:
+    if table is None or table.empty or "delta" not in table:
+        return pd.DataFrame()
+    return table[table["delta"].round(6) == round(delta, 6)]
+
+
+def comparison_table(table: pd.DataFrame | None, delta: float = VARIANT_DELTA) -> pd.DataFrame:
+    """The page's variant table from :func:`~drprobe.analysis.variants.variant_table` at
+    ``delta``: networks, DR and DR_chance with intervals and, with a reference, ΔDR and
+    ΔDR_chance with raw and adjusted intervals and p-values, and min_detectable (|ΔDR|)."""
+    rows = _at_delta(table, delta)
+    out = []
+    for _, r in rows.iterrows():
+        row = {"variant": r["variant"], "layer": r["layer"], "dataset": r["dataset"],
+               "networks": int(r["networks"]), "DR": _num(r["dr"]),
+               "DR CI": _span(r["dr_low"], r["dr_high"]), "DR_chance": _num(r["dr_chance"]),
+               "DR_chance CI": _span(r["dr_chance_low"], r["dr_chance_high"])}
+        if "dr_diff" in rows:
+            row.update(_diff_cells(r, "dr", "ΔDR"))
+            row.update(_diff_cells(r, "dr_chance", "ΔDR_chance"))
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def task_comparison_table(tasks: pd.DataFrame | None,
+                          delta: float = VARIANT_DELTA) -> pd.DataFrame:
+    """The page's task table from :func:`~drprobe.analysis.variants.task_table` at ``delta``:
+    DR on each dataset against the reference dataset, as :func:`comparison_table`."""
+    rows = _at_delta(tasks, delta)
+    out = []
+    for _, r in rows.iterrows():
+        row = {"variant": r["variant"], "layer": r["layer"], "dataset": r["dataset"],
+               "reference": r["reference_dataset"], "DR": _num(r["dr"]),
+               "DR reference": _num(r["dr_reference"]), "DR_chance": _num(r["dr_chance"])}
+        row.update(_diff_cells(r, "dr", "ΔDR"))
+        row.update(_diff_cells(r, "dr_chance", "ΔDR_chance"))
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def comparison_note(table: pd.DataFrame | None, what: str,
+                    delta: float = VARIANT_DELTA) -> str:
+    """One line naming the interval, the correction and the family size of ``table``'s ΔDR."""
+    rows = _at_delta(table, delta)
+    m = {stat: int(rows[f"{stat}_diff_family"].max()) for stat in ("dr", "dr_chance")
+         if f"{stat}_diff_family" in rows and rows[f"{stat}_diff_family"].notna().any()}
+    base = (f"δ = {delta:g}; {what}. CI: 95% seed-level t interval (hierarchical bootstrap "
+            "standard error, pretraining seeds → probe seeds → test examples); DR_chance: DR of "
+            "(acc − chance)/(full − chance).")
+    if "dr" not in m:
+        return base + " No comparisons in this table."
+    extra = f" (ΔDR_chance: m = {m['dr_chance']})" if m.get("dr_chance", m["dr"]) != m["dr"] else ""
+    return (base + f" Adjusted for multiplicity over the m = {m['dr']} comparisons of ΔDR at this "
+            f"δ{extra}: Holm p-values (p_holm) and Bonferroni simultaneous intervals at level "
+            "1 − 0.05/m (adj. CI); min_detectable: the smallest |ΔDR| found with 80% power by a "
+            "two-sided 5% test.")
