@@ -20,6 +20,18 @@ TINY_JOBS = ["mobilenet_v2-pretrained-digits-features.14",
              "mobilenet_v2-random-digits-features.14"]
 
 
+@pytest.fixture
+def one_torch_thread():
+    """Torch on one thread for the test (restored after): import it into a module with
+    ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def tiny_config(name: str, *, n_train: int = 300, n_test: int = 150, **extra: object) -> dict:
     """A fresh experiment config dict: MobileNetV2 pretrained and random at ``features.14`` on
     scikit-learn's digits at 32 px, fractions 0.1 and 0.5 (and the full layer), seeds 1 and 2.

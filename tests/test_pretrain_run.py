@@ -14,13 +14,14 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from helpers import one_torch_thread  # noqa: F401 (fixture)
 
 from drprobe.cli import main
 from drprobe.errors import DrprobeError
 from drprobe.pretrain import load_pretrain_config, parse_pretrain_config, run, run_folder
 from drprobe.pretrain.data import load_source
 from drprobe.pretrain.train import MODEL_FILE, PROVENANCE_FILE, STATE_FILE, train_one
-from drprobe.sources.builtin import sha256_file
+from drprobe.sources.builtin import sha256_file, state_sha256
 from drprobe.sources.layers import layer_features, list_layers
 from drprobe.sources.models import load_model
 
@@ -33,12 +34,7 @@ TINY = {
 }
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class Interrupt(Exception):
@@ -101,6 +97,11 @@ def test_checkpoint_loads_as_a_model_source_with_a_d_wide_penultimate(tmp_path):
         assert {"layer1", "layer4", "penultimate"} <= set(names)
         twin = load_model(r.spec, weights="random", seed=1)
         assert twin.weights_sha256 is None
+        # the twin of the pretraining seed is the network's own start, the others are not
+        start = load_model(r.spec, weights="random", seed=r.provenance["seed"])
+        assert state_sha256(start.module) == r.provenance["init_sha256"]
+        assert state_sha256(twin.module) != r.provenance["init_sha256"]
+        assert state_sha256(bundle.module) != r.provenance["init_sha256"]
         assert not torch.allclose(layer_features(twin, "penultimate", x),
                                   layer_features(bundle, "penultimate", x))
     # the extracted penultimate is what the trained head reads: logits from it match the net

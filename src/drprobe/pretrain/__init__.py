@@ -23,6 +23,8 @@ _EXPORTS = {
     "PretrainConfig": "drprobe.pretrain.config",
     "load_pretrain_config": "drprobe.pretrain.config",
     "parse_pretrain_config": "drprobe.pretrain.config",
+    "checks_table": "drprobe.pretrain.checks",
+    "format_checks_table": "drprobe.pretrain.checks",
     "PretrainResult": "drprobe.pretrain.grid",
     "run": "drprobe.pretrain.grid",
     "run_folder": "drprobe.pretrain.grid",

@@ -30,13 +30,15 @@ def pretrain(config, out, variants, device, threads, jobs, progress) -> None:
     """Pretrain the variants of a config (YAML), each with every seed: OUT/VARIANT/seedK/.
 
     Each run writes model.pt (probe it as the model spec ckpt:OUT/VARIANT/seedK/model.pt)
-    and provenance.json; finished runs are skipped and killed ones resume from their last
-    epoch. See docs/pretrain.md and configs/study/pretrain.yaml.
+    and provenance.json (with its manipulation checks, shown as a table at the end);
+    finished runs are skipped and killed ones resume from their last epoch. See
+    docs/pretrain.md and configs/study/pretrain.yaml.
 
     \b
     Example:
       drprobe pretrain configs/study/pretrain-tiny.yaml --out runs/pretrain-tiny
     """
+    from drprobe.pretrain.checks import checks_table, format_checks_table
     from drprobe.pretrain.config import load_pretrain_config
     from drprobe.pretrain.grid import run
 
@@ -49,4 +51,9 @@ def pretrain(config, out, variants, device, threads, jobs, progress) -> None:
         state = "trained" if r.trained else "done   "
         click.echo(f"{state} {r.variant}/seed{r.seed}  test_acc {r.provenance['test_acc']:.3f}  "
                    f"{r.provenance['wall_seconds']:.0f}s  {r.spec}")
+    table = checks_table(out)
+    mine = {(r.variant, r.seed) for r in results}
+    table = table[[(v, s) in mine for v, s in zip(table["variant"], table["seed"])]]
+    click.echo("manipulation checks (source test set; columns: docs/pretrain.md):")
+    click.echo(format_checks_table(table))
     click.echo(f"index: {out / 'models.csv'}")

@@ -22,17 +22,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from drprobe import __version__
 from drprobe.errors import InvalidValueError
 from drprobe.files import atomic_path, atomic_write_text
+from drprobe.pretrain.checks import adversarial_examples, initial_state, network_checks
 from drprobe.pretrain.config import Recipe
 from drprobe.pretrain.data import SourceData, pixels
-from drprobe.pretrain.objectives import pgd, training_loss
+from drprobe.pretrain.objectives import training_loss
 from drprobe.sources.adapters.ckpt import CHECKPOINT_FORMAT
-from drprobe.sources.builtin import sha256_file
+from drprobe.sources.builtin import sha256_file, state_sha256
 from drprobe.sources.smallnets import build_network
 
 __all__ = ["CHECKPOINT_FORMAT", "MODEL_FILE", "PROVENANCE_FILE", "STATE_FILE", "evaluate",
@@ -113,15 +113,11 @@ def _check_same(folder: Path, stored: dict, recipe: Recipe, seed: int, what: str
 
 def attack(net: torch.nn.Module, normalise: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
            adv, generator: torch.Generator) -> torch.Tensor:
-    """The recipe's PGD examples of a batch, attacked in eval mode (as the robustness library
-    does: batch norm uses its running statistics and the attack's passes do not update them,
-    dropout is off), then the network back in train mode for the training pass."""
-    net.eval()
-    try:
-        return pgd(lambda xa, ya: F.cross_entropy(net(normalise(xa)), ya), x, y, adv.norm,
-                   adv.eps, adv.steps, adv.alpha, adv.random_start, generator)
-    finally:
-        net.train()
+    """The recipe's PGD examples of a training batch (its step count, step size and start),
+    attacked in eval mode by :func:`~drprobe.pretrain.checks.adversarial_examples`; the network
+    comes back in the mode it had (train, for the training pass)."""
+    return adversarial_examples(net, normalise, x, y, adv.norm, adv.eps, adv.steps, generator,
+                                adv.alpha, adv.random_start)
 
 
 def _epoch(net, normalise, recipe: Recipe, source: SourceData, opt, sched,
@@ -195,7 +191,9 @@ def _train(recipe, seed, folder, source, device, progress, after_epoch) -> dict:
     np.random.seed(seed)
     generator = torch.Generator().manual_seed(seed)
     args = recipe.network_args(len(source.classes))
-    net = build_network(**args).to(device)
+    net = build_network(**args)
+    init_sha256 = state_sha256(net)  # the start a random-init twin of this seed reproduces
+    net = net.to(device)
     normalise = _Normalise(source.mean, source.std, device)
     steps = max(1, source.train_x.shape[0] // recipe.batch_size)
     opt, sched = _optimizer(recipe, net, steps * recipe.epochs)
@@ -241,13 +239,18 @@ def _train(recipe, seed, folder, source, device, progress, after_epoch) -> dict:
     model_path = folder / MODEL_FILE
     with atomic_path(model_path) as tmp:
         torch.save(checkpoint, tmp)
+    # manipulation checks (drprobe.pretrain.checks), after the checkpoint is written; they
+    # change neither the weights nor the RNG, and their time is not in wall/cpu_seconds
+    checks = network_checks(net, normalise, source, recipe, seed,
+                            initial_state(args, seed, init_sha256))
     provenance = {
         "variant": recipe.name, "seed": seed, "config": recipe.model_dump(mode="json"),
         "data": source.fingerprint, "epochs": recipe.epochs, "test_acc": round(test_acc, 6),
         "history": history, "model": MODEL_FILE, "sha256": sha256_file(model_path),
+        "init_sha256": init_sha256,
         "d": recipe.arch.d, "network": args, "device": str(device),
         "torch": torch.__version__, "drprobe_version": __version__,
-        "wall_seconds": round(wall, 3), "cpu_seconds": round(cpu, 3),
+        "wall_seconds": round(wall, 3), "cpu_seconds": round(cpu, 3), "checks": checks,
     }
     atomic_write_text(folder / PROVENANCE_FILE, json.dumps(provenance, indent=2) + "\n")
     return provenance

@@ -34,6 +34,9 @@ from drprobe.devices import one_blas_thread, torch_threads
 #: large enough for an efficient BLAS call, small enough to spread over a few cores.
 BLOCK_ENTRIES = 2**19
 MIN_BLOCK_ROWS = 512
+#: The change of coordinates goes to the pool from this width p on (below, one call each is
+#: shorter than handing it over).
+PARALLEL_CHANGE_WIDTH = 256
 
 
 def block_rows(p: int) -> int:
@@ -64,8 +67,8 @@ class RowBlockProducts:
         if self._pool is not None:
             self._pool.shutdown()
 
-    def _run(self, tasks: list) -> list:
-        if self._pool is None or len(tasks) == 1:
+    def _run(self, tasks: list, parallel: bool = True) -> list:
+        if self._pool is None or len(tasks) == 1 or not parallel:
             return [task() for task in tasks]
         return list(self._pool.map(lambda task: task(), tasks))
 
@@ -104,7 +107,8 @@ class RowBlockProducts:
             for j, slot in enumerate(slots.tolist()):
                 tasks.append(lambda a=tn[slot], b=xn[i, j], o=on[i, j]:
                              np.copyto(o, _triangular_product(a, b, transpose)))
-        self._run(tasks)
+        # small products cost less than handing them to the pool
+        self._run(tasks, parallel=x.shape[2] >= PARALLEL_CHANGE_WIDTH)
         return out
 
 

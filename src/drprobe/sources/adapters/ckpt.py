@@ -3,9 +3,11 @@
 The file holds the constructor arguments of :func:`drprobe.sources.smallnets.build_network`,
 the weights, the input side and the normalisation measured on the pretraining data; it is read
 with ``torch.load(weights_only=True)`` (no code runs). ``weights="pretrained"`` loads the
-trained weights (``weights_sha256`` = the file's sha256); ``weights="random"`` gives the
-seeded random-init twin of the same architecture, initialised as the other twins are
-(:func:`drprobe.sources.builtin.random_init` for the ResNet, timm's own init for the ViT).
+trained weights (``weights_sha256`` = the file's sha256); ``weights="random"`` with seed s gives
+the network as ``drprobe pretrain`` built it before training with seed s (its own initialisers
+under ``torch.manual_seed(s)``): with the pretraining seed, the trained network's exact starting
+weights (epoch 0, ``init_sha256`` in its provenance), so "pretrained vs random" changes training
+only.
 
 Layers: ``penultimate`` is the d-wide pooled vector (the input of the head, also for FF-k and
 Matryoshka heads, which read only prefixes of it); ResNet blocks are ``layer1`` ... ``layer4``,
@@ -20,7 +22,7 @@ import torch
 
 from drprobe.errors import InvalidValueError, MissingDataError
 from drprobe.sources.adapters.common import one_line, triple
-from drprobe.sources.builtin import random_init, seeded_init, sha256_file
+from drprobe.sources.builtin import seeded_init, sha256_file
 from drprobe.sources.registry import ModelBundle, freeze
 
 __all__ = ["CHECKPOINT_FORMAT", "factory", "read_checkpoint"]
@@ -60,10 +62,8 @@ def factory(spec: str, weights: str, seed: int) -> ModelBundle:
     path = spec.split(":", 1)[1]
     data = read_checkpoint(path)
     random = weights == "random"
-    with seeded_init(seed if random else 0):
+    with seeded_init(seed if random else 0):  # as drprobe pretrain builds it
         net = build_network(**data["network"])
-        if random and data["network"].get("arch") != "vit":
-            random_init(net)  # the project's twin policy: CNNs He-normal, ViTs timm's init
     if not random:
         try:
             net.load_state_dict(data["state_dict"])

@@ -16,7 +16,7 @@ import torch
 
 from drprobe.errors import MissingDataError
 
-__all__ = ["load_checked_state_dict", "random_init", "seeded_init", "sha256_file"]
+__all__ = ["load_checked_state_dict", "random_init", "seeded_init", "sha256_file", "state_sha256"]
 
 _CHUNK = 1 << 20
 
@@ -27,6 +27,18 @@ def sha256_file(path: str | os.PathLike) -> str:
     with open(path, "rb") as handle:
         for chunk in iter(lambda: handle.read(_CHUNK), b""):
             digest.update(chunk)
+    return digest.hexdigest()
+
+
+def state_sha256(module: torch.nn.Module) -> str:
+    """Hex sha256 of a module's state: every entry's name, dtype, shape and values, in name
+    order (the same weights give the same digest whatever the device)."""
+    digest = hashlib.sha256()
+    for name, value in sorted(module.state_dict().items()):
+        tensor = value.detach().cpu().contiguous()
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(tensor.numpy().tobytes() if tensor.dtype != torch.bfloat16
+                      else tensor.view(torch.int16).numpy().tobytes())
     return digest.hexdigest()
 
 
