@@ -156,6 +156,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None,
                     help="threads for both solvers (default: library defaults); use 1 on a "
                          "machine shared with other busy processes")
+    ap.add_argument("--bank-only", type=int, default=0, metavar="REPEATS",
+                    help="only fit the bank on the first seed's family REPEATS times and print "
+                         "each fit's wall / CPU seconds (no scikit-learn, no grid, no JSON)")
     ap.add_argument("--no-grid", action="store_true",
                     help="skip (b), the paper's whole grid (minutes on 2 cores)")
     ap.add_argument("--out", type=Path,
@@ -170,6 +173,11 @@ def main() -> None:
           f"CPU {cpu_model()}; torch {torch.__version__}")
 
     rand, sel_clock = timed(families, data, ("random",))
+    if args.bank_only:
+        clocks = [run_bank(data, rand[:1])[1] for _ in range(args.bank_only)]
+        print("bank alone, seed 1:", ", ".join(f"{c.wall:.2f} s wall / {c.cpu:.2f} s CPU"
+                                              for c in clocks), f"(load {clocks[-1].load:.1f})")
+        return
     rand = rand[: args.sklearn_seeds]
 
     # (a) side by side, seed by seed (so both see the same machine load): scikit-learn on the

@@ -63,7 +63,6 @@ def test_forward_backward_and_change_equal_direct_formulas(problem, make):
                 ref = (A.T if transpose else A) @ x[i, j].numpy().astype(np.float64)
                 np.testing.assert_allclose(out[i, j], ref, rtol=1e-3,
                                            atol=1e-4 * np.abs(ref).max())
-    products.close()
 
 
 def test_results_have_the_same_bits_for_any_worker_count(problem):
@@ -74,7 +73,6 @@ def test_results_have_the_same_bits_for_any_worker_count(problem):
             products = RowBlockProducts(workers)
             loss, G = products.forward_backward(Z, W, residual)
             changed = products.change(T, torch.tensor([1, 2]), x, transpose=True)
-            products.close()
         runs.append((loss.numpy().tobytes(), G.numpy().tobytes(), changed.numpy().tobytes()))
     assert runs[0] == runs[1] == runs[2]
 

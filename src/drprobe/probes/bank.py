@@ -23,6 +23,7 @@ from drprobe.errors import InvalidValueError
 from drprobe.probes import design, inputs
 from drprobe.probes.contract import ProbeTrainer
 from drprobe.probes.dedupe import plan_probes
+from drprobe.probes.products import single_threaded_blas
 from drprobe.probes.results import ProbeResult, class_probabilities, probe_result
 from drprobe.probes.solver import HISTORY, GroupProblem, preconditioner_factors, solve_group
 from drprobe.selectors import SubsetFamily
@@ -191,7 +192,7 @@ class ProbeBank(ProbeTrainer):
                                 inputs.encode(yva, self.classes_, "y_val")])
         y_all_t = torch.as_tensor(y_all, device=device)
         n_total = sum(len(self.plan_.solved(c)) for c in self.plan_.ks)
-        with torch_threads(self.n_threads), tqdm(
+        with torch_threads(self.n_threads), single_threaded_blas(), tqdm(
             total=n_total, desc="probes", unit="probe", file=sys.stderr, disable=not self.progress
         ) as bar:
             for cs in self._family_groups(len(y_all), len(grid), dtype):

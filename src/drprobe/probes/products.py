@@ -1,4 +1,5 @@
-"""The probe solver's two data products, Z W and Z^T R, split into fixed row blocks.
+"""The probe solver's products on the CPU: Z W and Z^T R on fixed row blocks, the change of
+coordinates and the preconditioner's inverse factors.
 
 Every objective evaluation of the probe bank multiplies the (n, p) features of a probe by its
 (p, m) weights and the (n, m) residuals back by the features; these two skinny products are
@@ -6,20 +7,24 @@ most of the bank's time. On the CPU they run here as one single-threaded BLAS ca
 (member, row block), the blocks spread over a pool of ``workers`` threads (numpy releases the
 GIL), and the blocks of Z^T R summed in block order. Because the blocks depend on the shapes
 only, never on the number of workers or threads, the result has the same bits whatever the
-thread count and the machine's load (``tests/test_thread_independence.py``); a multi-threaded
-BLAS call would instead split the work by its thread count and round each split differently.
+thread count and the machine's load (``tests/test_probe_products.py``); a multi-threaded BLAS
+call would instead split the work by its thread count and round each split differently. The
+change of coordinates W = T v (T upper-triangular) is one BLAS ``trmm`` per (member, L2 value),
+the factors T one LAPACK ``potrf`` + ``trtri`` per L2 value, each on one thread too.
 
 The BLAS is numpy's (OpenBLAS in the wheels), kept at one thread per call while a
-:func:`blas_pool` is open. On an AMD EPYC it multiplies these shapes 1.2x (m = 50 columns) to
-2.8x (m = 10) faster than torch's two-threaded MKL call (docs/performance.md). On any other
-device the products are torch's.
+:func:`blas_pool` is open. On an AMD EPYC the pool of two multiplies these shapes about 1.3x
+(m = 50 columns) to 2-4x (m = 10) faster than torch's two-threaded MKL call
+(docs/performance.md). On any other device the products are torch's (:class:`TorchProducts`).
 
-Memory: the output (n, m) of Z W, plus one (p, m) partial sum per row block of Z^T R.
+Memory: the (b, m) logits of one row block at a time per worker, and one (p, m) partial sum per row
+block of Z^T R until they are added.
 """
 
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -61,11 +66,7 @@ class RowBlockProducts:
 
     def __init__(self, workers: int) -> None:
         self.workers = max(1, int(workers))
-        self._pool = ThreadPoolExecutor(self.workers) if self.workers > 1 else None
-
-    def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown()
+        self._pool = _executor(self.workers) if self.workers > 1 else None
 
     def _run(self, tasks: list, parallel: bool = True) -> list:
         if self._pool is None or len(tasks) == 1 or not parallel:
@@ -163,20 +164,49 @@ class TorchProducts:
     def inverse_factors(self, M: torch.Tensor) -> torch.Tensor | None:
         return _inverse_factors_torch(M)
 
-    def close(self) -> None:
-        pass
+
+
+_EXECUTORS: dict[int, ThreadPoolExecutor] = {}
+_BLAS = threading.local()
+
+
+def _executor(workers: int) -> ThreadPoolExecutor:
+    """One pool per worker count for the process (idle threads cost nothing; a new pool per
+    solve cost milliseconds, thousands of times in a run)."""
+    if workers not in _EXECUTORS:
+        _EXECUTORS[workers] = ThreadPoolExecutor(workers, thread_name_prefix="drprobe-blas")
+    return _EXECUTORS[workers]
+
+
+@contextmanager
+def single_threaded_blas() -> Iterator[None]:
+    """numpy's BLAS on one thread per call inside the block (:func:`~drprobe.devices.
+    one_blas_thread`); re-entrant, so an outer block (a whole bank fit) saves the inner ones
+    (every solve) the cost of setting the limit."""
+    depth = getattr(_BLAS, "depth", 0)
+    if depth:
+        _BLAS.depth = depth + 1
+        try:
+            yield
+        finally:
+            _BLAS.depth = depth
+        return
+    with one_blas_thread():
+        _BLAS.depth = 1
+        try:
+            yield
+        finally:
+            _BLAS.depth = 0
 
 
 @contextmanager
 def blas_pool(device: torch.device) -> Iterator[RowBlockProducts | TorchProducts]:
     """The products for tensors on ``device``: row blocks on a pool of torch's current thread
-    count with a one-thread BLAS on the CPU, torch elsewhere."""
+    count with a one-thread BLAS on the CPU (torch itself on one thread meanwhile: its idle
+    threads would spin beside the pool's), torch elsewhere."""
     if device.type != "cpu":
         yield TorchProducts()
         return
     products = RowBlockProducts(torch.get_num_threads())
-    try:
-        with one_blas_thread(), torch_threads(1):
-            yield products
-    finally:
-        products.close()
+    with single_threaded_blas(), torch_threads(1):
+        yield products
