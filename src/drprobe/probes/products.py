@@ -13,9 +13,9 @@ change of coordinates W = T v (T upper-triangular) is one BLAS ``trmm`` per (mem
 the factors T one LAPACK ``potrf`` + ``trtri`` per L2 value, each on one thread too.
 
 The BLAS is numpy's (OpenBLAS in the wheels), kept at one thread per call while a
-:func:`blas_pool` is open. On an AMD EPYC the pool of two multiplies these shapes about 1.3x
-(m = 50 columns) to 2-4x (m = 10) faster than torch's two-threaded MKL call
-(docs/performance.md). On any other device the products are torch's (:class:`TorchProducts`).
+:func:`blas_pool` is open; on the AMD EPYC of docs/performance.md it multiplied these skinny
+shapes faster than torch's two-threaded MKL call, most of all at few columns. On any other
+device the products are torch's (:class:`TorchProducts`).
 
 Memory: the (b, m) logits of one row block at a time per worker, and one (p, m) partial sum per row
 block of Z^T R until they are added.
@@ -59,7 +59,8 @@ def _block(i: int, z: np.ndarray, w: np.ndarray, rows: slice, residual: Residual
 
 
 class RowBlockProducts:
-    """Z W and Z^T R for a list of members, on a pool of ``workers`` threads (CPU tensors).
+    """The solver's products for a list of members, on a pool of ``workers`` threads (CPU
+    tensors).
 
     Use inside :func:`blas_pool`, which keeps the BLAS at one thread per call.
     """
@@ -112,12 +113,12 @@ class RowBlockProducts:
         self._run(tasks, parallel=x.shape[2] >= PARALLEL_CHANGE_WIDTH)
         return out
 
-
     def inverse_factors(self, M: torch.Tensor) -> torch.Tensor | None:
         """L^{-T} of the Cholesky factor L of each M[b] (B, p, p), one LAPACK task per matrix;
         None if one is not positive definite."""
         out = self._run([lambda m=m: _inverse_factor(m) for m in M.numpy()])
         return None if any(t is None for t in out) else torch.from_numpy(np.stack(out))
+
 
 def _inverse_factor(m: np.ndarray) -> np.ndarray | None:
     """L^{-T} for the Cholesky factor L of m, or None if m is not positive definite: the upper
@@ -138,14 +139,6 @@ def _triangular_product(a: np.ndarray, b: np.ndarray, transpose: bool) -> np.nda
     return trmm(1.0, a.T, b.T, side=1, lower=1, trans_a=int(transpose)).T
 
 
-def _inverse_factors_torch(M: torch.Tensor) -> torch.Tensor | None:
-    fac, info = torch.linalg.cholesky_ex(M)
-    if bool((info != 0).any()):
-        return None
-    eye = torch.eye(M.shape[1], dtype=M.dtype, device=M.device).expand_as(M)
-    return torch.linalg.solve_triangular(fac, eye, upper=False).mT.contiguous()
-
-
 class TorchProducts:
     """The same products as torch calls on all rows at once (GPU, or wherever numpy cannot
     reach)."""
@@ -162,8 +155,11 @@ class TorchProducts:
         return (A.mT if transpose else A) @ x
 
     def inverse_factors(self, M: torch.Tensor) -> torch.Tensor | None:
-        return _inverse_factors_torch(M)
-
+        fac, info = torch.linalg.cholesky_ex(M)
+        if bool((info != 0).any()):
+            return None
+        eye = torch.eye(M.shape[1], dtype=M.dtype, device=M.device).expand_as(M)
+        return torch.linalg.solve_triangular(fac, eye, upper=False).mT.contiguous()
 
 
 _EXECUTORS: dict[int, ThreadPoolExecutor] = {}
@@ -184,19 +180,15 @@ def single_threaded_blas() -> Iterator[None]:
     one_blas_thread`); re-entrant, so an outer block (a whole bank fit) saves the inner ones
     (every solve) the cost of setting the limit."""
     depth = getattr(_BLAS, "depth", 0)
-    if depth:
-        _BLAS.depth = depth + 1
-        try:
+    _BLAS.depth = depth + 1
+    try:
+        if depth:
             yield
-        finally:
-            _BLAS.depth = depth
-        return
-    with one_blas_thread():
-        _BLAS.depth = 1
-        try:
-            yield
-        finally:
-            _BLAS.depth = 0
+        else:
+            with one_blas_thread():
+                yield
+    finally:
+        _BLAS.depth = depth
 
 
 @contextmanager

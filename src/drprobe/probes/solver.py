@@ -15,9 +15,9 @@ so one factorisation per (basis, lam) preconditions every prefix size, and a sol
 padded with zeros in v is exactly the same model at a larger size (warm start along the nesting).
 
 Only the slots still running cost anything: an evaluation multiplies the features by the weights
-of the active slots alone, so the data products narrow as slots converge. The products (data and
-change of coordinates) run as single-threaded BLAS calls on fixed row blocks spread over a thread
-pool (:mod:`drprobe.probes.products`), and the factorisation on one thread, so the probes come
+of the active slots alone, so the data products narrow as slots converge. The products (the data
+products on fixed row blocks, the change of coordinates per slot) run as single-threaded BLAS
+calls spread over a thread pool (:mod:`drprobe.probes.products`), the factorisation on one thread, so the probes come
 out bit-identical whatever the thread count or the machine's load (docs/reliability.md).
 """
 
@@ -111,17 +111,17 @@ class _Objective:
         W = products.change(factors, slots, v[rows, cols], transpose=False)  # (M, S, p, C)
         y, onehot = prob.y, self.onehot
 
-        def residual(logits: torch.Tensor, rows: slice) -> tuple[torch.Tensor, torch.Tensor]:
+        def residual(logits: torch.Tensor, block: slice) -> tuple[torch.Tensor, torch.Tensor]:
             """Softmax minus one-hot (r, S * C) and the summed cross-entropy (S,) of a block,
             in place on the block's logits."""
             lg = logits.view(-1, S, C)
             lg.sub_(lg.amax(dim=2, keepdim=True))  # gaps to the row's largest logit, <= 0
-            picked = lg.gather(2, y[rows].view(-1, 1, 1).expand(-1, S, 1))
+            picked = lg.gather(2, y[block].view(-1, 1, 1).expand(-1, S, 1))
             # exp of gaps below the floor would be denormal (slow on CPUs); they count as e^-60
             R = lg.clamp_(min=LOG_PROB_FLOOR).exp_()
             total = R.sum(dim=2, keepdim=True)
             ce = (total.log() - picked).squeeze(2).sum(0)
-            R.div_(total).sub_(onehot[rows].view(-1, 1, C))
+            R.div_(total).sub_(onehot[block].view(-1, 1, C))
             return R.view(-1, S * C), ce
 
         ce, G = products.forward_backward(Zs, W.permute(0, 2, 1, 3).reshape(M, p, S * C),
