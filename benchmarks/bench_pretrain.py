@@ -56,7 +56,8 @@ def main() -> None:
                 update={"n_train": n, "n_test": 10})})
             small = load_source(part.data, device, splits)
             prov, _ = train_one(part, 0, Path(tmp) / variant.name, small, device, False)
-            scale = n_full * recipe.epochs * len(cfg.seeds) / n
+            seeds = len(cfg.seeds_of(variant.name))
+            scale = n_full * recipe.epochs * seeds / n
             row = {"variant": variant.name, "timed_images": n, "n_train": n_full,
                    "epochs": recipe.epochs, "test_acc_after_timed_epoch": prov["test_acc"]}
             for kind in ("wall", "cpu"):
@@ -67,7 +68,7 @@ def main() -> None:
             rows.append(row)
             print(f"{variant.name:>12}: {row['cpu_ms_per_image']:7.3f} ms/image CPU "
                   f"({row['wall_ms_per_image']:7.3f} wall) -> {row['cpu_all_seeds_seconds']:7.1f}"
-                  f" CPU s for {len(cfg.seeds)} seeds", flush=True)
+                  f" CPU s for {seeds} seeds", flush=True)
     for kind in ("cpu", "wall"):
         print(f"grid from {kind} time: {totals[kind] / 60:.1f} process-minutes; with --jobs "
               f"{args.jobs}: about {totals[kind] / 60 / args.jobs:.1f} minutes")

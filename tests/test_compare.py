@@ -17,7 +17,6 @@ from drprobe.metrics.compare import (
 )
 from drprobe.metrics.redundancy import (
     chance_corrected_dr,
-    critical_fraction_interpolated,
     critical_mass,
     diffused_redundancy,
 )
@@ -36,6 +35,18 @@ def synthetic(knees, n_test=300, n_probe=3, full=0.9, seed=0) -> Variant:
     return Variant(u < acc[:, None, :, None], FRACTIONS, KS, n_classes=10)
 
 
+def slow_f_star_log(fractions, curve, full, delta) -> float:
+    """f*_δ interpolated in log f, written out independently: the first grid point at/above
+    δ·full and the one before it, np.interp of δ·full on the segment between them in log f
+    (the first grid point as is)."""
+    thr = delta * full
+    i = next(j for j, s in enumerate(curve) if s >= thr - 1e-12)
+    if i == 0:
+        return float(fractions[0])
+    logf = np.interp(thr, [curve[i - 1], curve[i]], np.log([fractions[i - 1], fractions[i]]))
+    return float(np.exp(logf))
+
+
 def slow_replicate(v: Variant, delta: float, stat: str, d: Draws, b: int) -> float:
     """The statistic of replicate b, by loops over the drawn networks and probe seeds."""
     values = []
@@ -51,7 +62,7 @@ def slow_replicate(v: Variant, delta: float, stat: str, d: Draws, b: int) -> flo
         elif stat == "dr_chance":
             values.append(chance_corrected_dr(v.fractions, curve, curve[-1], delta, 0.1))
         elif stat == "dr_interp":
-            values.append(1 - critical_fraction_interpolated(v.fractions, curve, curve[-1], delta))
+            values.append(1 - slow_f_star_log(v.fractions, curve, curve[-1], delta))
         else:
             values.append(critical_mass(v.ks, curve, curve[-1], delta))
     return float(np.mean(values))
@@ -75,6 +86,25 @@ def test_network_stats_are_the_redundancy_module_per_network():
             full = scores[:, -1].mean()
             assert got_dr[p] == pytest.approx(diffused_redundancy(FRACTIONS, scores, full, delta))
             assert got_k[p] == critical_mass(KS, scores, full, delta)
+
+
+def test_dr_interp_is_linear_in_log_f():
+    # a network whose accuracy is straight in log f: acc = 0.2 + 0.7·(log f − log 0.05)/log 20,
+    # 0.2 at f = 0.05 up to 0.9 at f = 1; δ = 0.9 → 0.81 at log f = log 0.05 + (0.61/0.7)·log 20,
+    # f ≈ 0.6803 (a straight line in f between 0.5 and 1 would give ≈ 0.7222)
+    acc = 0.2 + 0.7 * np.log(FRACTIONS / 0.05) / np.log(20)
+    n = 10_000
+    correct = np.arange(n)[None, None, None, :] < np.round(acc * n)[None, None, :, None]
+    v = Variant(correct, FRACTIONS, KS, n_classes=10)
+    exact = np.round(acc * n) / n
+    assert exact[3] < 0.9 * exact[-1] <= exact[4]  # the crossing lies between f = 0.5 and 1
+    want = 0.5 * 2 ** ((0.9 * exact[-1] - exact[3]) / (exact[-1] - exact[3]))
+    assert want == pytest.approx(0.05 * 20 ** (0.61 / 0.7), abs=1e-3)
+    got = network_stats(v, 0.9, "dr_interp")
+    assert got[0] == pytest.approx(1 - want, abs=1e-12)
+    assert got[0] == pytest.approx(1 - slow_f_star_log(FRACTIONS, exact, exact[-1], 0.9),
+                                   abs=1e-12)
+    assert abs(got[0] - (1 - 0.7222)) > 0.04
 
 
 def test_pretraining_seed_variance_widens_the_interval():

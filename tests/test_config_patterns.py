@@ -7,6 +7,7 @@ import pytest
 from drprobe.errors import ConfigError
 from drprobe.experiment.config import load_config, parse_config
 from drprobe.experiment.patterns import expand_model_patterns
+from drprobe.pretrain import load_pretrain_config
 
 PATTERN = {"name": "{variant}/seed{seed}", "spec": "ckpt:OUT/{variant}/seed{seed}/model.pt",
            "variants": ["ce", "mrl"], "seeds": [0, 2]}
@@ -60,13 +61,14 @@ def test_bad_patterns_are_one_line_config_errors(entry, problem):
     assert message.startswith("c.yaml: ") and problem in message and "\n" not in message
 
 
-def test_the_study_configs_name_every_pretrained_network_by_pattern():
-    cfg = load_config("configs/study/downstream.yaml")
+@pytest.mark.parametrize("name", ["downstream", "source"])
+def test_the_study_configs_name_every_pretrained_network_by_pattern(name):
+    grid = load_pretrain_config("configs/study/pretrain.yaml")
+    cfg = load_config(f"configs/study/{name}.yaml")
+    trained = sorted(f"{v.name}/seed{s}" for v in grid.variants for s in grid.seeds_of(v.name))
     names = [m.name for m in cfg.models]
-    variants = ["ce", "adv-l2", "adv-linf", "mrl", "dropout0.2", "dropout0.5", "decov", "ff16",
-                "width0.5", "width2", "n1000", "n2000", "vit"]
-    assert names == [f"{v}/seed{s}" for v in variants for s in (0, 1, 2)]
-    for m in cfg.models:
+    assert names[0] == "pixels" and sorted(names[1:]) == trained  # each network once
+    for m in cfg.models[1:]:
         variant, seed = m.name.split("/seed")
         assert m.spec == f"ckpt:runs/study/pretrain/{variant}/seed{seed}/model.pt"
         twins = variant in ("ce", "width0.5", "width2", "vit")

@@ -111,6 +111,24 @@ def test_fashion_mnist_real(split: str, n: int):
     assert ds.indices is None and 0 < ds.images.mean() < 255
 
 
+def test_fashion_mnist_train_rows_hold_out_images():
+    whole = load_dataset("fashion-mnist", "train")
+    head = load_dataset("fashion-mnist?train_rows=0:50000", "train")
+    tail = load_dataset("fashion-mnist", "train", train_rows="50000:60000")
+    np.testing.assert_array_equal(head.images, whole.images[:50000])
+    np.testing.assert_array_equal(tail.labels, whole.labels[50000:])
+    assert len(head.labels) + len(tail.labels) == len(whole.labels)
+    test = load_dataset("fashion-mnist?train_rows=50000:60000", "test")
+    assert len(test.labels) == 10000  # the test split stays whole
+
+
+@pytest.mark.parametrize("rows", ["50000", "a:b", "10:5", "0:60001", "1:2:3"])
+def test_fashion_mnist_bad_train_rows_is_one_line(rows: str):
+    with pytest.raises(InvalidValueError, match="must be 'A:B' with 0 <= A < B <= 60000") as info:
+        load_dataset(f"fashion-mnist?train_rows={rows}", "train")
+    assert "\n" not in str(info.value)
+
+
 def test_fashion_mnist_missing_folder(tmp_path: Path):
     with pytest.raises(MissingDataError, match="dataset-fashion-mnist") as info:
         load_dataset("fashion-mnist", "test", root=tmp_path)

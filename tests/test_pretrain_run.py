@@ -65,6 +65,17 @@ def test_killed_run_resumes_to_the_same_checkpoint(tmp_path):
     assert other["sha256"] != whole["sha256"]  # the seed matters
 
 
+def test_a_variant_may_have_its_own_seeds(tmp_path):
+    cfg = {**TINY, "epochs": 1, "seeds": [0, 1],
+           "variants": [{"name": "ce"}, {"name": "few", "dropout": 0.2, "seeds": [1]}]}
+    results = run(cfg, tmp_path, progress=False)
+    assert [(r.variant, r.seed) for r in results] == [("ce", 0), ("ce", 1), ("few", 1)]
+    assert not run_folder(tmp_path, "few", 0).exists()
+    rows = (tmp_path / "models.csv").read_text().splitlines()[1:]
+    assert [r.split(",")[:2] for r in rows] == [["ce", "0"], ["ce", "1"], ["few", "1"]]
+    assert parse_pretrain_config(cfg).resolved("few").dropout == 0.2
+
+
 def test_grid_writes_provenance_skips_finished_and_refuses_another_config(tmp_path):
     results = run(TINY, tmp_path, progress=False)
     assert [(r.variant, r.seed, r.trained) for r in results] == [("ce", 0, True)]
@@ -121,6 +132,7 @@ def test_checkpoint_loads_as_a_model_source_with_a_d_wide_penultimate(tmp_path):
     ({"variants": [{"name": "a", "fixed_feature": 4, "matryoshka": {}}]},
      "matryoshka and fixed_feature cannot be combined"),
     ({"variants": [{"name": "a"}, {"name": "a"}]}, "variant 'a' is listed twice"),
+    ({"variants": [{"name": "a", "seeds": [1, 1]}]}, "seed 1 is listed twice"),
     ({"variants": [{"name": "a/b"}]}, "variant name 'a/b' must be letters"),
     ({"data": {"dataset": "cifar11"}}, "data.dataset: unknown dataset 'cifar11'"),
     ({"device": "tpu"}, "unknown device 'tpu'"),

@@ -45,16 +45,57 @@ def test_threshold_equality_counts_despite_rounding():
     assert critical_fraction([0.5, 1.0], [0.9 * 0.92, 0.92], 0.92, 0.9) == 0.5
 
 
-def test_interpolated_by_hand():
-    # between (0.1, 0.5) and (0.2, 0.85): f = 0.1 + (0.828 − 0.5)/(0.85 − 0.5) · 0.1
-    want = 0.1 + (0.828 - 0.5) / 0.35 * 0.1
-    assert critical_fraction_interpolated(FRACS, ACC, 0.92, 0.9) == pytest.approx(want, abs=1e-12)
+def _slow_log_interp(fracs, scores, full, delta):
+    """Reference f*: walk the grid; at the first point at/above δ·full, bisect the straight line
+    through the two bracketing points drawn in (log f, score) for the fraction where it meets
+    δ·full (the first grid point is returned as is; NaN if never reached)."""
+    thr = delta * full
+    pts = sorted(zip(fracs, np.mean(np.atleast_2d(scores), axis=0)))
+    for i, (f1, s1) in enumerate(pts):
+        if s1 >= thr - 1e-12:
+            if i == 0:
+                return f1
+            f0, s0 = pts[i - 1]
+            lo, hi = np.log(f0), np.log(f1)
+            for _ in range(200):
+                mid = (lo + hi) / 2
+                if s0 + (s1 - s0) * (mid - np.log(f0)) / (np.log(f1) - np.log(f0)) < thr:
+                    lo = mid
+                else:
+                    hi = mid
+            return float(np.exp((lo + hi) / 2))
+    return float("nan")
+
+
+def test_interpolated_in_log_f_by_hand():
+    # between (0.1, 0.5) and (0.2, 0.85), δ·full = 0.828: a share t = 0.328/0.35 of the way in
+    # log f, i.e. f = 0.1·2^t; a straight line in f would give 0.1 + 0.1·t ≈ 0.1937
+    t = 0.328 / 0.35
+    got = critical_fraction_interpolated(FRACS, ACC, 0.92, 0.9)
+    assert got == pytest.approx(0.1 * 2**t, abs=1e-12)
+    assert got == pytest.approx(_slow_log_interp(FRACS, ACC, 0.92, 0.9), abs=1e-12)
+    # δ = 0.95 (0.874) between (0.2, 0.85) and (0.5, 0.9): t = 0.48, f = 0.2·2.5^0.48 ≈ 0.3105,
+    # clearly left of the straight-in-f 0.2 + 0.3·0.48 = 0.344
+    got = critical_fraction_interpolated(FRACS, ACC, 0.92, 0.95)
+    assert got == pytest.approx(0.2 * 2.5**0.48, abs=1e-12)
+    assert abs(got - 0.344) > 0.03
     # crossing at the first grid point: no interpolation below the grid
     assert critical_fraction_interpolated(FRACS, ACC, 0.92, 0.5) == 0.1
     assert np.isnan(critical_fraction_interpolated(FRACS, ACC, 0.95, 1.0))
-    # CKA curve (full = 1): linear curve CKA = f, crossing exactly at δ
-    f = np.linspace(0.1, 1.0, 10)
-    assert critical_fraction_interpolated(f, f, 1.0, 0.55) == pytest.approx(0.55, abs=1e-12)
+    # a curve straight in log f is recovered exactly: score = 2 + log10 f on 0.01, 0.1, 1
+    # (full 2), δ = 0.75 → score 1.5 at f = 10^-0.5 (a straight line in f would give 0.55)
+    g = np.array([0.01, 0.1, 1.0])
+    assert critical_fraction_interpolated(g, 2 + np.log10(g), 2.0, 0.75) == pytest.approx(
+        10**-0.5, abs=1e-12)
+    # random geometric-ish grids and seed-by-fraction curves against the bisection reference
+    rng = np.random.default_rng(0)
+    grid = [0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0]
+    for _ in range(50):
+        scores = np.sort(rng.random((3, len(grid))), axis=1)
+        full, delta = scores[:, -1].mean(), rng.uniform(0.3, 1.0)
+        want = _slow_log_interp(grid, scores, full, delta)
+        assert critical_fraction_interpolated(grid, scores, full, delta) == pytest.approx(
+            want, abs=1e-12)
 
 
 def test_critical_mass_and_summary():
@@ -67,7 +108,7 @@ def test_critical_mass_and_summary():
     assert [r["f_star"] for r in rows] == [0.2, 0.2, 0.5, 1.0]
     assert [r["k_star"] for r in rows] == [10, 10, 25, 50]
     assert rows[1]["dr"] == pytest.approx(0.8)
-    assert rows[1]["f_star_interp"] == pytest.approx(0.1 + (0.828 - 0.5) / 0.35 * 0.1)
+    assert rows[1]["f_star_interp"] == pytest.approx(0.1 * 2 ** ((0.828 - 0.5) / 0.35))  # log f
     with pytest.raises(InvalidValueError, match="ks"):
         dr_summary(FRACS, ks[:2], [ACC], 0.92)
 

@@ -129,8 +129,9 @@ def draw(rng: np.random.Generator, n: int, P: int, S: int, N: int) -> Draws:
 
 def _stat_from_curves(curves: np.ndarray, v: Variant, delta: float, stat: str) -> np.ndarray:
     """curves (..., F) accuracy per fraction -> (...) DR_δ, k*_δ, interpolated or chance-corrected
-    DR_δ of each curve (``dr_interp`` = 1 − f* interpolated linearly in f between the grid point
-    below f*_δ and f*_δ, as :func:`~drprobe.metrics.redundancy.critical_fraction_interpolated`;
+    DR_δ of each curve (``dr_interp`` = 1 − f* interpolated linearly in log f between the grid
+    point below f*_δ and f*_δ, as
+    :func:`~drprobe.metrics.redundancy.critical_fraction_interpolated`;
     ``dr_chance``: acc ≥ c + δ·(acc(1) − c), the same as (acc − c)/(acc(1) − c) ≥ δ)."""
     full = curves[..., -1:]
     if stat == "dr_chance":
@@ -150,7 +151,7 @@ def _stat_from_curves(curves: np.ndarray, v: Variant, delta: float, stat: str) -
     s0 = np.take_along_axis(curves, below[..., None], -1)[..., 0]
     f1, f0 = v.fractions[first], v.fractions[below]
     with np.errstate(divide="ignore", invalid="ignore"):
-        f = f0 + (thr[..., 0] - s0) * (f1 - f0) / (s1 - s0)
+        f = np.exp(np.log(f0) + (thr[..., 0] - s0) * (np.log(f1) - np.log(f0)) / (s1 - s0))
     return 1.0 - np.where(first == 0, f1, f)
 
 

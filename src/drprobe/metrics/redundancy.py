@@ -77,12 +77,15 @@ def diffused_redundancy(
 def critical_fraction_interpolated(
     fractions: Sequence[float], scores: Any, full_score: float, delta: float
 ) -> float:
-    """f*_δ refined by linear interpolation in f between grid neighbours.
+    """f*_δ refined by linear interpolation in log f between grid neighbours.
 
     Between the grid point just below f*_δ (score < δ·full) and f*_δ itself, the curve is taken
-    as a straight line in f and the fraction where it meets δ·full is returned. If f*_δ is the
-    first grid point there is no point below to interpolate from, and f*_δ is returned as is
-    (never extrapolated towards f = 0, where the score is unknown). NaN if no crossing.
+    as a straight line in log f and the fraction where it meets δ·full is returned:
+    f = exp(log f0 + (δ·full − s0)·(log f1 − log f0)/(s1 − s0)). Log f because fraction grids
+    are geometric (0.01, 0.02, 0.05, 0.1, …) and accuracy grows roughly with log f, so a straight
+    line in f between, say, 0.2 and 0.5 puts the crossing too far right. If f*_δ is the first
+    grid point there is no point below to interpolate from, and f*_δ is returned as is (never
+    extrapolated towards f = 0, where the score is unknown). NaN if no crossing.
     """
     f, s = _curve(fractions, scores)
     thr = _threshold(full_score, delta)
@@ -92,7 +95,7 @@ def critical_fraction_interpolated(
     if i == 0:
         return float(f[0])
     f0, f1, s0, s1 = f[i - 1], f[i], s[i - 1], s[i]
-    return float(f0 + (thr - s0) * (f1 - f0) / (s1 - s0))
+    return float(np.exp(np.log(f0) + (thr - s0) * (np.log(f1) - np.log(f0)) / (s1 - s0)))
 
 
 def chance_level(n_classes: int | None = None, majority: float | None = None) -> float:

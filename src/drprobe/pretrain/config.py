@@ -161,10 +161,19 @@ class _Recipe(_Strict):
     fixed_feature: PositiveInt | None = None
 
 
+def _distinct(seeds: list[int]) -> list[int]:
+    dup = [s for i, s in enumerate(seeds) if s in seeds[:i]]
+    if dup:
+        raise ValueError(f"seed {dup[0]} is listed twice")
+    return seeds
+
+
 class Variant(_Recipe):
-    """One named variant of the base recipe (``name`` is its folder under the output)."""
+    """One named variant of the base recipe (``name`` is its folder under the output);
+    ``seeds`` replaces the grid's seeds for this variant (e.g. fewer for a secondary arm)."""
 
     name: str
+    seeds: list[Annotated[int, Field(strict=True, ge=0)]] | None = Field(None, min_length=1)
 
     @field_validator("name")
     @classmethod
@@ -173,6 +182,11 @@ class Variant(_Recipe):
             raise ValueError(f"variant name {name!r} must be letters, digits and _ . + - "
                              "(it names a folder)")
         return name
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, seeds: list[int] | None) -> list[int] | None:
+        return None if seeds is None else _distinct(seeds)
 
 
 class Recipe(_Strict):
@@ -246,10 +260,12 @@ class PretrainConfig(_Strict):
     @field_validator("seeds")
     @classmethod
     def _distinct_seeds(cls, seeds: list[int]) -> list[int]:
-        dup = [s for i, s in enumerate(seeds) if s in seeds[:i]]
-        if dup:
-            raise ValueError(f"seed {dup[0]} is listed twice")
-        return seeds
+        return _distinct(seeds)
+
+    def seeds_of(self, name: str) -> list[int]:
+        """The seeds variant ``name`` is trained with (its own, else the grid's)."""
+        variant = next(v for v in self.variants if v.name == name)
+        return variant.seeds if variant.seeds is not None else self.seeds
 
     @model_validator(mode="after")
     def _variants_resolve(self) -> PretrainConfig:
@@ -269,7 +285,7 @@ class PretrainConfig(_Strict):
     def resolved(self, name: str) -> Recipe:
         """The base recipe with variant ``name``'s overrides applied."""
         variant = next(v for v in self.variants if v.name == name)
-        overrides = {k: v for k, v in variant if v is not None and k != "name"}
+        overrides = {k: v for k, v in variant if v is not None and k not in ("name", "seeds")}
         arch = overrides.pop("arch", self.arch)
         if "width" in overrides:
             arch = arch.model_copy(update={"width": overrides.pop("width")})

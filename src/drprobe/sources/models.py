@@ -18,7 +18,7 @@ import torch
 from drprobe.errors import InvalidValueError
 from drprobe.sources import adapters as _adapters  # noqa: F401 -- registers its prefixes
 from drprobe.sources import zoo as _zoo  # noqa: F401 -- registers the paper's architectures
-from drprobe.sources.builtin import efficientnet_lite, mobilenet_v2
+from drprobe.sources.builtin import efficientnet_lite, mobilenet_v2, pixels
 from drprobe.sources.registry import (
     WEIGHTS,
     Factory,
@@ -71,6 +71,9 @@ for _v in (1, 2):  # EfficientNet-Lite1/2: Lite0's module, other weights and inp
     register_model(f"builtin:efficientnet_lite{_v}", _builtin(
         efficientnet_lite.builder(_v), efficientnet_lite.INPUT_SIZES[_v], efficientnet_lite.MEAN,
         efficientnet_lite.STD, efficientnet_lite.CLASSIFIER))
+# Raw pixels (d = S*S, nothing to learn): the "logistic regression on raw pixels" baseline.
+register_model("builtin:pixels", _builtin(pixels.build, pixels.INPUT_SIZE, pixels.MEAN,
+                                          pixels.STD, pixels.CLASSIFIER))
 
 
 def load_model(

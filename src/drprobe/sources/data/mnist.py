@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from drprobe.errors import DrprobeError, MissingDataError
+from drprobe.errors import DrprobeError, InvalidValueError, MissingDataError
 from drprobe.sources.data.base import ImageDataset, resolve_root, split_positions
 
 FASHION_MNIST_DEFAULT_ROOT = "/usr/share/datasets/fashion-mnist"
@@ -114,8 +114,15 @@ def read_idx_pair(images_path: Path, labels_path: Path, what: str) -> tuple[np.n
 # ----------------------------------------------------------------------------------- loaders
 
 
-def load_fashion_mnist(split: str, root: str | os.PathLike | None = None) -> ImageDataset:
-    """Fashion-MNIST from the original gzip IDX files (Debian ``dataset-fashion-mnist``)."""
+def load_fashion_mnist(split: str, root: str | os.PathLike | None = None, *,
+                       train_rows: str | None = None) -> ImageDataset:
+    """Fashion-MNIST from the original gzip IDX files (Debian ``dataset-fashion-mnist``).
+
+    ``train_rows="A:B"`` keeps training images A to B − 1 (Python slice order) and leaves the
+    test split whole: a pretraining run on ``fashion-mnist?train_rows=0:50000`` never sees the
+    images of ``fashion-mnist?train_rows=50000:60000``, which then make a held-out task with the
+    official test images.
+    """
     folder = Path(root) if root is not None else Path(
         os.environ.get(FASHION_MNIST_ENV) or FASHION_MNIST_DEFAULT_ROOT
     )
@@ -129,7 +136,23 @@ def load_fashion_mnist(split: str, root: str | os.PathLike | None = None) -> Ima
                 f"or pass root= to the folder holding the IDX .gz files"
             )
     images, labels = read_idx_pair(paths[0], paths[1], f"Fashion-MNIST {split}")
+    if train_rows is not None and split == "train":
+        rows = row_range(train_rows, len(labels))
+        images, labels = images[rows], labels[rows]
     return ImageDataset("fashion-mnist", split, images, labels, list(FASHION_MNIST_CLASSES))
+
+
+def row_range(rows: object, n: int) -> slice:
+    """``"A:B"`` with 0 <= A < B <= n -> slice(A, B); anything else is a one-line error."""
+    parts = str(rows).split(":")
+    try:
+        start, stop = (int(v) for v in parts)
+    except ValueError:
+        start, stop = -1, -1
+    if len(parts) != 2 or not 0 <= start < stop <= n:
+        raise InvalidValueError(f"train_rows {rows!r} must be 'A:B' with 0 <= A < B <= {n} "
+                                "(rows of the training split, B excluded)")
+    return slice(start, stop)
 
 
 def load_digits(split: str, root: str | os.PathLike | None = None) -> ImageDataset:
