@@ -48,7 +48,7 @@ import numpy as np
 from scipy import stats as sps
 
 from drprobe.errors import InvalidValueError
-from drprobe.metrics.redundancy import _SLACK
+from drprobe.metrics.redundancy import _SLACK, log_interp
 
 __all__ = ["METHODS", "STATS", "Difference", "Draws", "Variant", "compare_difference",
            "compare_variants", "curve_stats", "difference", "difference_range", "draw",
@@ -151,7 +151,7 @@ def _stat_from_curves(curves: np.ndarray, v: Variant, delta: float, stat: str) -
     s0 = np.take_along_axis(curves, below[..., None], -1)[..., 0]
     f1, f0 = v.fractions[first], v.fractions[below]
     with np.errstate(divide="ignore", invalid="ignore"):
-        f = np.exp(np.log(f0) + (thr[..., 0] - s0) * (np.log(f1) - np.log(f0)) / (s1 - s0))
+        f = log_interp(f0, f1, s0, s1, thr[..., 0])
     return 1.0 - np.where(first == 0, f1, f)
 
 

@@ -94,8 +94,13 @@ def critical_fraction_interpolated(
         return float("nan")
     if i == 0:
         return float(f[0])
-    f0, f1, s0, s1 = f[i - 1], f[i], s[i - 1], s[i]
-    return float(np.exp(np.log(f0) + (thr - s0) * (np.log(f1) - np.log(f0)) / (s1 - s0)))
+    return float(log_interp(f[i - 1], f[i], s[i - 1], s[i], thr))
+
+
+def log_interp(f0: Any, f1: Any, s0: Any, s1: Any, thr: Any) -> Any:
+    """The fraction where the straight line through (log f0, s0) and (log f1, s1) meets
+    ``thr`` (scalars or arrays, broadcast)."""
+    return np.exp(np.log(f0) + (thr - s0) * (np.log(f1) - np.log(f0)) / (s1 - s0))
 
 
 def chance_level(n_classes: int | None = None, majority: float | None = None) -> float:

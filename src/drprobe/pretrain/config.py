@@ -262,10 +262,13 @@ class PretrainConfig(_Strict):
     def _distinct_seeds(cls, seeds: list[int]) -> list[int]:
         return _distinct(seeds)
 
+    def _variant(self, name: str) -> Variant:
+        return next(v for v in self.variants if v.name == name)
+
     def seeds_of(self, name: str) -> list[int]:
         """The seeds variant ``name`` is trained with (its own, else the grid's)."""
-        variant = next(v for v in self.variants if v.name == name)
-        return variant.seeds if variant.seeds is not None else self.seeds
+        seeds = self._variant(name).seeds
+        return seeds if seeds is not None else self.seeds
 
     @model_validator(mode="after")
     def _variants_resolve(self) -> PretrainConfig:
@@ -284,8 +287,7 @@ class PretrainConfig(_Strict):
 
     def resolved(self, name: str) -> Recipe:
         """The base recipe with variant ``name``'s overrides applied."""
-        variant = next(v for v in self.variants if v.name == name)
-        overrides = {k: v for k, v in variant if v is not None and k not in ("name", "seeds")}
+        overrides = {k: v for k, v in self._variant(name) if v is not None and k not in ("name", "seeds")}
         arch = overrides.pop("arch", self.arch)
         if "width" in overrides:
             arch = arch.model_copy(update={"width": overrides.pop("width")})

@@ -172,8 +172,9 @@ def run(config: PretrainConfig | dict | str | os.PathLike, out: str | os.PathLik
                       yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
     # seed-major: every variant's first seed is trained before any variant's second one, so a
     # grid stopped early still compares every variant
-    seeds = dict.fromkeys(s for n in names for s in config.seeds_of(n))
-    tasks = [(name, seed) for seed in seeds for name in names if seed in config.seeds_of(name)]
+    own = {name: config.seeds_of(name) for name in names}
+    seeds = dict.fromkeys(s for name in names for s in own[name])
+    tasks = [(name, seed) for seed in seeds for name in names if seed in own[name]]
     if jobs == 1 or len(tasks) == 1:
         if threads is not None:
             torch.set_num_threads(threads)
@@ -182,8 +183,7 @@ def run(config: PretrainConfig | dict | str | os.PathLike, out: str | os.PathLik
     else:
         results = _parallel(config, tasks, out, str(target), threads or 1, jobs, progress)
     atomic_write_text(out / INDEX_FILE, _index(config, out))
-    return sorted(results, key=lambda r: (names.index(r.variant),
-                                          config.seeds_of(r.variant).index(r.seed)))
+    return sorted(results, key=lambda r: (names.index(r.variant), own[r.variant].index(r.seed)))
 
 
 def _parallel(config: PretrainConfig, tasks: list[tuple[str, int]], out: Path, device: str,
